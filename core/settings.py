@@ -1,0 +1,130 @@
+"""The one settings object: validated at start-up, passed in, never a global.
+
+Sources, highest priority first: keyword arguments (tests), environment variables
+(``PIPESENTINEL_*``, nested with ``__``, e.g. ``PIPESENTINEL_STORAGE__BACKEND=influxdb``), a TOML
+file (``PIPESENTINEL_CONFIG``, default ``pipesentinel.toml`` if present), then the defaults below,
+which are the embedded development setup (in-process broker, SQLite under ``var/``).
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SITE_DIR = REPO_ROOT / "sites" / "wanli"
+
+# The development-only secret from which simulated device passwords are derived. Refused outside
+# development (see Settings._refuse_placeholder_secrets).
+DEVELOPMENT_DEVICE_SECRET = "pipesentinel-development-only-device-secret"  # noqa: S105
+
+
+class Environment(StrEnum):
+    """Where the service runs; development allows the embedded defaults and placeholder secrets."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerSettings(_Section):
+    """MQTT broker. No ``url`` means an embedded in-process broker (development only)."""
+
+    url: str | None = Field(default=None, description="mqtt://host:port or mqtts://host:port")
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str = "pipesentinel-ingest"
+    ca_file: Path | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    reconnect_min_delay_s: float = Field(default=0.5, gt=0)
+    reconnect_max_delay_s: float = Field(default=30.0, gt=0)
+
+
+class StorageSettings(_Section):
+    """Telemetry store: embedded SQLite (default) or InfluxDB (1.x API, or 2.x/3.x v1 compat)."""
+
+    backend: Literal["sqlite", "influxdb"] = "sqlite"
+    sqlite_path: Path = Path("var/telemetry.sqlite3")
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_database: str = "pipesentinel"
+    influx_username: str | None = None
+    influx_password: SecretStr | None = None
+    influx_timeout_s: float = Field(default=10.0, gt=0)
+    frames_dir: Path = Path("var/frames")
+    frames_kept_per_channel: int = Field(default=20, ge=1)
+
+
+class IngestSettings(_Section):
+    """Validation limits and batching of the MQTT edge."""
+
+    queue_capacity_messages: int = Field(default=2000, ge=10, le=65535)
+    batch_max_messages: int = Field(default=500, ge=1)
+    batch_max_wait_s: float = Field(default=0.2, gt=0)
+    max_json_payload_bytes: int = Field(default=4096, ge=256)
+    max_image_payload_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    dead_letter_path: Path = Path("var/dead_letter.sqlite3")
+    log_every_nth_rejection: int = Field(default=100, ge=1)
+
+
+class Settings(BaseSettings):
+    """All PipeSentinel settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PIPESENTINEL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    site_dir: Path = DEFAULT_SITE_DIR
+    device_secret: SecretStr = SecretStr(DEVELOPMENT_DEVICE_SECRET)
+    broker: BrokerSettings = BrokerSettings()
+    storage: StorageSettings = StorageSettings()
+    ingest: IngestSettings = IngestSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - signature set by pydantic-settings
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - likewise
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then environment, then the TOML file."""
+        toml_file = Path(os.environ.get("PIPESENTINEL_CONFIG", "pipesentinel.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.environment is Environment.PRODUCTION:
+            if self.device_secret.get_secret_value() == DEVELOPMENT_DEVICE_SECRET:
+                raise ValueError(
+                    "device_secret: the development placeholder is refused in production; "
+                    "set PIPESENTINEL_DEVICE_SECRET"
+                )
+            if self.broker.url is None:
+                raise ValueError(
+                    "broker.url: production needs an external broker "
+                    "(the embedded broker is for development only)"
+                )
+        return self

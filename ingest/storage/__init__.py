@@ -1,0 +1,1 @@
+"""Telemetry storage: one interface (:class:`TelemetryStore`), SQLite and InfluxDB backends."""

@@ -1,0 +1,1 @@
+"""Preset emergency plans, plan selection, valve isolation and evacuation zoning (issue 4)."""
