@@ -153,6 +153,90 @@ class Pipeline:
         north = np.interp(chainage, knots, self.vertices_m[:, 1])
         return np.stack([east, north], axis=-1)
 
+    @cached_property
+    def _stretch_directions(self) -> FloatArray:
+        """Unit vector (east, north) of each straight stretch between vertices, shape (n - 1, 2)."""
+        steps = np.diff(self.vertices_m, axis=0)
+        return steps / np.diff(self.vertex_chainages_m)[:, np.newaxis]
+
+    def direction_at_chainage(self, chainage_m: FloatArray | float) -> FloatArray:
+        """Unit tangent (east, north) of the centreline at the given chainages, shape (..., 2) [-].
+
+        At a bend vertex the direction of the stretch that starts there is returned (at the far
+        end, that of the last stretch). Chainages are clipped to ``[0, length_m]``.
+        """
+        chainage = np.clip(np.asarray(chainage_m, dtype=np.float64), 0.0, self.length_m)
+        last_stretch = len(self.vertices_m) - 2
+        stretch = np.searchsorted(self.vertex_chainages_m, chainage, side="right") - 1
+        return self._stretch_directions[np.clip(stretch, 0, last_stretch)]
+
+    def locate(self, points_m: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Project ground-plane points onto the centreline.
+
+        Parameters
+        ----------
+        points_m : array (..., 2)
+            East, north of the points [m].
+
+        Returns
+        -------
+        chainage_m : array (...)
+            Chainage of the nearest centreline point [m].
+        distance_m : array (...)
+            Horizontal distance from each point to the centreline [m].
+        """
+        points = np.asarray(points_m, dtype=np.float64)[..., np.newaxis, :]
+        starts = self.vertices_m[:-1]
+        steps = np.diff(self.vertices_m, axis=0)
+        step_lengths = np.diff(self.vertex_chainages_m)
+        fraction = np.sum((points - starts) * steps, axis=-1) / step_lengths**2
+        fraction = np.clip(fraction, 0.0, 1.0)
+        offsets = points - (starts + fraction[..., np.newaxis] * steps)
+        distances = np.hypot(offsets[..., 0], offsets[..., 1])
+        nearest = np.argmin(distances, axis=-1)[..., np.newaxis]
+        chainage = (
+            self.vertex_chainages_m[:-1][nearest]
+            + np.take_along_axis(fraction, nearest, axis=-1) * step_lengths[nearest]
+        )
+        return chainage[..., 0], np.take_along_axis(distances, nearest, axis=-1)[..., 0]
+
+    def polyline_between(self, start_chainage_m: float, end_chainage_m: float) -> FloatArray:
+        """Centreline vertices (m, 2) from ``start_chainage_m`` to ``end_chainage_m`` [m].
+
+        The ends are interpolated; bend vertices strictly between them are kept. Chainages are
+        clipped to ``[0, length_m]``; ``start_chainage_m`` must not exceed ``end_chainage_m``.
+        """
+        start = min(max(start_chainage_m, 0.0), self.length_m)
+        end = min(max(end_chainage_m, 0.0), self.length_m)
+        if end < start:
+            raise ValueError(f"pipeline {self.id!r}: start chainage {start} > end chainage {end}")
+        knots = self.vertex_chainages_m
+        inside = (knots > start) & (knots < end)
+        return np.concatenate(
+            (
+                self.point_at_chainage(start)[np.newaxis],
+                self.vertices_m[inside],
+                self.point_at_chainage(end)[np.newaxis],
+            )
+        )
+
+    def segment_at_chainage(self, chainage_m: float) -> Segment:
+        """The segment containing ``chainage_m`` [m].
+
+        A chainage exactly at a block valve belongs to the segment downstream of it (the one the
+        valve starts); the pipeline's far end belongs to the last segment. ``ValueError`` outside
+        ``[0, length_m]``.
+        """
+        if not 0.0 <= chainage_m <= self.length_m:
+            raise ValueError(
+                f"pipeline {self.id!r}: chainage {chainage_m} m outside 0..{self.length_m:.3f} m"
+            )
+        segments = self.segments
+        for segment in segments:
+            if segment.start_chainage_m <= chainage_m < segment.end_chainage_m:
+                return segment
+        return segments[-1]
+
     @property
     def segments(self) -> tuple[Segment, ...]:
         """Segments between consecutive block valves, in chainage order."""
@@ -160,6 +244,8 @@ class Pipeline:
         bounds: list[tuple[float, str | None]] = [(0.0, None)]
         bounds += [(valve.chainage_m, valve.id) for valve in valves]
         bounds.append((self.length_m, None))
+        # Numbered after dropping empty stretches (a valve at either end), so ids run S1, S2, ...
+        stretches = [(first, second) for first, second in pairwise(bounds) if second[0] > first[0]]
         return tuple(
             Segment(
                 id=f"{self.id}-S{index + 1}",
@@ -169,8 +255,7 @@ class Pipeline:
                 upstream_valve_id=upstream,
                 downstream_valve_id=downstream,
             )
-            for index, ((start, upstream), (end, downstream)) in enumerate(pairwise(bounds))
-            if end > start
+            for index, ((start, upstream), (end, downstream)) in enumerate(stretches)
         )
 
 
@@ -196,6 +281,7 @@ class Manhole:
     network: NetworkKind
     position_m: FloatArray  # (2,) east, north
     depth_m: float
+    tunnel_id: str | None = None  # set when the shaft is a hatch into this utility tunnel
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "position_m", _frozen(self.position_m))
@@ -235,6 +321,28 @@ class Building:
         """Whether the building is a school or a hospital."""
         return self.use in SENSITIVE_USES
 
+    @property
+    def footprint_area_m2(self) -> float:
+        """Area of the footprint polygon (shoelace formula) [m2]."""
+        east, north = self.footprint_m.T
+        return float(abs(np.dot(east, np.roll(north, -1)) - np.dot(north, np.roll(east, -1))) / 2)
+
+    @property
+    def centroid_m(self) -> FloatArray:
+        """Area centroid (east, north) of the footprint polygon, shape (2,) [m]."""
+        east, north = self.footprint_m.T
+        cross = east * np.roll(north, -1) - np.roll(east, -1) * north
+        twice_area = float(np.sum(cross))
+        moments = np.array(
+            [
+                np.sum((east + np.roll(east, -1)) * cross),
+                np.sum((north + np.roll(north, -1)) * cross),
+            ],
+            dtype=np.float64,
+        )
+        centroid: FloatArray = moments / (3.0 * twice_area)
+        return centroid
+
 
 @dataclass(frozen=True)
 class RoadNode:
@@ -256,10 +364,15 @@ class Road:
     from_node: str
     to_node: str
     vertices_m: FloatArray
-    lanes: int
+    lanes: int  # traffic lanes, both directions together
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vertices_m", _frozen(self.vertices_m))
+
+    @property
+    def length_m(self) -> float:
+        """Length along the polyline [m]."""
+        return float(np.sum(np.hypot(*np.diff(self.vertices_m, axis=0).T)))
 
 
 @dataclass(frozen=True)
@@ -381,3 +494,60 @@ class Site:
             if pipeline.id == pipeline_id:
                 return pipeline
         raise KeyError(f"no pipeline {pipeline_id!r} in site {self.id!r}")
+
+    @cached_property
+    def segments(self) -> tuple[Segment, ...]:
+        """Segments of all pipelines, pipeline by pipeline, in chainage order."""
+        return tuple(segment for pipeline in self.pipelines for segment in pipeline.segments)
+
+    def segment(self, segment_id: str) -> Segment:
+        """The pipeline segment with this id (``"<pipeline>-S<n>"``); ``KeyError`` otherwise."""
+        for segment in self.segments:
+            if segment.id == segment_id:
+                return segment
+        raise KeyError(f"no segment {segment_id!r} in site {self.id!r}")
+
+    def manhole(self, manhole_id: str) -> Manhole:
+        """The manhole with this id; ``KeyError`` naming it otherwise."""
+        for manhole in self.manholes:
+            if manhole.id == manhole_id:
+                return manhole
+        raise KeyError(f"no manhole {manhole_id!r} in site {self.id!r}")
+
+    def road_node(self, node_id: str) -> RoadNode:
+        """The road node with this id; ``KeyError`` naming it otherwise."""
+        for node in self.road_nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(f"no road node {node_id!r} in site {self.id!r}")
+
+    @cached_property
+    def zones(self) -> dict[str, tuple[GasDetector, ...]]:
+        """Gas detectors grouped by voting zone, zones in order of first appearance."""
+        grouped: dict[str, list[GasDetector]] = {}
+        for detector in self.gas_detectors:
+            grouped.setdefault(detector.zone, []).append(detector)
+        return {zone: tuple(detectors) for zone, detectors in grouped.items()}
+
+    @cached_property
+    def extent_m(self) -> FloatArray:
+        """Bounding box of the site's infrastructure, shape (2, 2) [m].
+
+        Rows are ``[east_min, north_min]`` and ``[east_max, north_max]``. Pipelines, municipal
+        pipes, manholes, utility tunnels, building footprints, roads, road nodes and assembly
+        points count; devices do not (the loader checks them against it).
+        """
+        groups: list[FloatArray] = [
+            *(pipeline.vertices_m for pipeline in self.pipelines),
+            *(pipe.vertices_m for pipe in self.municipal_pipes),
+            *(tunnel.vertices_m for tunnel in self.utility_tunnels),
+            *(building.footprint_m for building in self.buildings),
+            *(road.vertices_m for road in self.roads),
+            *(manhole.position_m[np.newaxis] for manhole in self.manholes),
+            *(node.position_m[np.newaxis] for node in self.road_nodes),
+            *(point.position_m[np.newaxis] for point in self.assembly_points),
+        ]
+        if not groups:
+            raise ValueError(f"site {self.id!r} has no infrastructure to take an extent from")
+        points = np.concatenate(groups)
+        return _frozen(np.stack([points.min(axis=0), points.max(axis=0)]))
