@@ -15,7 +15,7 @@ def test_embedded_broker_delivers_qos1_and_retained_messages() -> None:
         retained_seen = threading.Event()
 
         def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-            received.append((message.topic, message.payload, bool(message.retain)))
+            received.append((message.topic, bytes(message.payload), bool(message.retain)))
             retained_seen.set()
             if len(received) == 3:
                 done.set()
