@@ -124,6 +124,10 @@ class RejectReason(StrEnum):
     BAD_ENVELOPE = "bad_envelope"
     BAD_IMAGE = "bad_image"
     QUEUE_OVERFLOW = "queue_overflow"
+    # The two below mean a bug, not a bad device: the raw bytes are kept so that the message can
+    # be replayed once it is fixed. The decoder raised, or the store refused a validated record.
+    DECODER_ERROR = "decoder_error"
+    STORE_REFUSED = "store_refused"
 
 
 @dataclass(frozen=True, slots=True)
