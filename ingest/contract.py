@@ -82,6 +82,11 @@ STATUS_OFFLINE: Final = b"offline"
 # A detector may indicate a little above its full scale (over-range) but nothing it reports beyond
 # that is a measurement. Design choice of this contract, applied to the site model's full_scale_ppm.
 GAS_OVER_RANGE_FACTOR: Final = 1.2
+# Below zero: transmitters report negative zero drift and under-range faults (NAMUR NE 43: the
+# measuring band of a 4-20 mA loop goes down to 3.8 mA = -1.25 % of full scale, failure signals
+# at <= 3.6 mA). Those readings are evidence for sensor health, not garbage, so they are accepted
+# down to what a 4-20 mA loop can express at all, 0 mA = -25 % of full scale.
+GAS_UNDER_RANGE_FRACTION: Final = 0.25
 # Pure gas: a mole fraction of 1 is 10^6 ppm (definition of ppm, BIPM SI Brochure 9th ed.).
 PURE_GAS_PPM: Final = 1.0e6
 # Upper end of the measuring range of ultrasonic wind sensors such as the Vaisala WMT700 series
@@ -396,14 +401,18 @@ def _decode_gas(
     time_s = _time_s(obj, received_time_s, limits, "")
     seq = _seq(obj, "")
     high_ppm = min(detector.full_scale_ppm * GAS_OVER_RANGE_FACTOR, PURE_GAS_PPM)
+    low_ppm = -detector.full_scale_ppm * GAS_UNDER_RANGE_FRACTION
 
     def why() -> str:
-        return f"detector full scale {detector.full_scale_ppm:g} ppm x {GAS_OVER_RANGE_FACTOR:g}"
+        return (
+            f"detector full scale {detector.full_scale_ppm:g} ppm: accepted "
+            f"-{GAS_UNDER_RANGE_FRACTION:g} to {GAS_OVER_RANGE_FACTOR:g} x full scale"
+        )
 
     fractions = []
     for name in ("ch4_ppm", "c3h8_ppm"):
         value_ppm = _number(obj, name, "")
-        _check_range(name, value_ppm, low=0.0, high=high_ppm, unit="ppm", why=why)
+        _check_range(name, value_ppm, low=low_ppm, high=high_ppm, unit="ppm", why=why)
         fractions.append(PPM.to_si(value_ppm))
     return GasReading(
         site_id=site_id,

@@ -39,6 +39,7 @@ class CounterSnapshot:
     queue_overflows: int
     subscriber_errors: int
     left_for_redelivery: int
+    service_messages_passed: int
     last_error: str | None
 
     @property
@@ -65,6 +66,7 @@ class IngestCounters:
     _queue_overflows: int = 0
     _subscriber_errors: int = 0
     _left_for_redelivery: int = 0
+    _service_messages_passed: int = 0
     _last_error: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -107,6 +109,11 @@ class IngestCounters:
         with self._lock:
             self._left_for_redelivery += messages
 
+    def service_message_passed(self) -> None:
+        """A message on the service's own output topics (alarms, incidents) was passed by."""
+        with self._lock:
+            self._service_messages_passed += 1
+
     def error(self, error: str) -> None:
         """Remember ``error`` as the last error (connection failures and the like)."""
         with self._lock:
@@ -125,6 +132,7 @@ class IngestCounters:
                 queue_overflows=self._queue_overflows,
                 subscriber_errors=self._subscriber_errors,
                 left_for_redelivery=self._left_for_redelivery,
+                service_messages_passed=self._service_messages_passed,
                 last_error=self._last_error,
             )
 

@@ -68,6 +68,7 @@ from pipesentinel.ingest.storage.base import FrameStore, StorageError, Telemetry
 from pipesentinel.ingest.topics import (
     TOPIC_ROOT,
     MessageKind,
+    is_service_output,
     service_status_topic,
     subscription_filter,
 )
@@ -193,6 +194,7 @@ class IngestStats:
     device_reboots: int
     subscriber_errors: int
     left_for_redelivery: int
+    service_messages_passed: int
     last_error: str | None
 
     @property
@@ -561,6 +563,7 @@ class IngestService:
             device_reboots=self._tracker.reboots,
             subscriber_errors=counts.subscriber_errors,
             left_for_redelivery=counts.left_for_redelivery,
+            service_messages_passed=counts.service_messages_passed,
             last_error=counts.last_error,
         )
 
@@ -821,6 +824,12 @@ class IngestService:
             topic = bytes(message._topic).decode("utf-8", "replace")
         payload = bytes(message.payload)
         pending = self._ledger.register(message.mid, message.qos)
+        if is_service_output(topic, topic_root=self._topic_root):
+            # PipeSentinel's own alarms/incidents: not device data, acknowledged and counted.
+            self._counters.service_message_passed()
+            if pending is not None:
+                self._completed.append(pending)
+            return
         result: Record | Rejection
         try:
             result = decode(

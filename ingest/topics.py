@@ -92,6 +92,20 @@ def device_topic(
     return TOPIC_SEPARATOR.join(parts)
 
 
+# Subtrees under ``{root}/{site}/`` where PipeSentinel itself publishes (alarms and incidents,
+# issue 3). They are not device data: the ingest service acknowledges and counts them, nothing else.
+SERVICE_OUTPUT_SEGMENTS: frozenset[str] = frozenset({"alarms", "incidents"})
+
+
+def is_service_output(topic: str, *, topic_root: str = TOPIC_ROOT) -> bool:
+    """Whether ``topic`` is under ``{root}/{site}/alarms`` or ``{root}/{site}/incidents``."""
+    prefix = topic_root + TOPIC_SEPARATOR
+    if not topic.startswith(prefix):
+        return False
+    parts = topic[len(prefix) :].split(TOPIC_SEPARATOR)
+    return len(parts) >= 2 and bool(parts[0]) and parts[1] in SERVICE_OUTPUT_SEGMENTS
+
+
 def subscription_filter(*, topic_root: str = TOPIC_ROOT) -> str:
     """The one MQTT subscription filter that covers every device topic: ``{root}/#``."""
     return f"{topic_root}{TOPIC_SEPARATOR}#"

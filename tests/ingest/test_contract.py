@@ -40,6 +40,7 @@ from pipesentinel.ingest.topics import (
     MessageKind,
     TopicError,
     device_topic,
+    is_service_output,
     parse_topic,
     service_status_topic,
     subscription_filter,
@@ -496,11 +497,11 @@ REJECTION_CASES: list[tuple[str, str, bytes, RejectReason, str]] = [
         "too large",
     ),
     (
-        "negative ppm",
+        "below what a 4-20 mA loop can express",
         GAS_TOPIC,
-        gas_payload(ch4_ppm=-1.0),
+        gas_payload(ch4_ppm=-2600.0),  # -26 % of the 10 000 ppm full scale; -25 % is the limit
         RejectReason.OUT_OF_RANGE,
-        "'ch4_ppm': -1.0 ppm",
+        "'ch4_ppm': -2600.0 ppm",
     ),
     (
         "beyond full scale",
@@ -1054,3 +1055,20 @@ def test_message_kind_of_records() -> None:
     assert message_kind(thermal) is MessageKind.THERMAL
     assert message_kind(wind) is MessageKind.WIND
     assert message_kind(_gas(1, TS_MS)) is MessageKind.GAS
+
+
+@pytest.mark.parametrize("ch4_ppm", [-1.0, -125.0, -2500.0])
+def test_negative_zero_drift_and_under_range_are_kept_for_sensor_health(ch4_ppm: float) -> None:
+    # NAMUR NE 43: a transmitter reports below zero (drift, under-range faults) down to 0 mA on a
+    # 4-20 mA loop = -25 % of full scale; such readings are evidence, not garbage.
+    result = run(GAS_TOPIC, gas_payload(ch4_ppm=ch4_ppm))
+    assert isinstance(result, GasReading), result
+    assert result.methane_mole_fraction == pytest.approx(ch4_ppm * 1e-6)
+
+
+def test_service_output_topics_are_recognised() -> None:
+    assert is_service_output("pipesentinel/v1/wanli/alarms")
+    assert is_service_output("pipesentinel/v1/wanli/incidents/I1")
+    assert not is_service_output("pipesentinel/v1/wanli/gas/alarms")
+    assert not is_service_output("pipesentinel/v1//alarms")
+    assert not is_service_output("other/v1/wanli/alarms")

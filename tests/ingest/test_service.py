@@ -466,7 +466,7 @@ def test_malformed_messages_are_rejected_counted_and_dead_lettered(
         (RejectReason.UNKNOWN_FIELD, gas_topic, valid.replace(b'"seq"', b'"co_ppm": 1, "seq"')),
         (RejectReason.WRONG_TYPE, gas_topic, valid.replace(b"120.0", b"true")),
         (RejectReason.NOT_FINITE, gas_topic, valid.replace(b"120.0", b"NaN")),
-        (RejectReason.OUT_OF_RANGE, gas_topic, valid.replace(b"120.0", b"-3")),
+        (RejectReason.OUT_OF_RANGE, gas_topic, valid.replace(b"120.0", b"-3000")),
         (RejectReason.BAD_STATUS, gas_topic, valid.replace(b'"ok"', b'"fine"')),
         (RejectReason.TIMESTAMP_IN_FUTURE, gas_topic, gas_json(11, ts_ms=ts + 3_600_000)),
         (RejectReason.TIMESTAMP_TOO_OLD, gas_topic, gas_json(11, ts_ms=ts - 30 * 86_400_000)),
@@ -743,5 +743,28 @@ def test_service_reconnects_after_the_broker_comes_back(
             wait_for(service, lambda stats: stats.records_written == 1)
         finally:
             publisher.close()
+    finally:
+        service.stop()
+
+
+def test_alarm_and_incident_messages_are_passed_by_not_rejected(
+    mosquitto: MosquittoProcess,
+    tmp_path: Path,
+    site: Site,
+    store: FaultySQLiteStore,
+    publisher: Publisher,
+) -> None:
+    # PipeSentinel publishes its alarms and incidents under the site (issue 3); the ingest service
+    # subscribed to the whole subtree must not dead-letter them as bad topics.
+    service = start_service(mosquitto, tmp_path, site, store)
+    try:
+        publisher.publish(f"{TOPIC_ROOT}/{site.id}/alarms", b'{"state": "unacknowledged"}')
+        publisher.publish(f"{TOPIC_ROOT}/{site.id}/incidents/I1", b'{"id": "I1"}')
+        publisher.publish(device_topic(site.id, MessageKind.GAS, GAS_ID), gas_json(1))
+        stats = wait_for(
+            service, lambda s: s.records_written == 1 and s.service_messages_passed == 2
+        )
+        assert stats.rejected == 0
+        assert stats.unacknowledged == 0
     finally:
         service.stop()
