@@ -383,9 +383,9 @@ def run_scenario(
         if not clock.wait_until(next_s, stop):
             break
         outputs = simulation.step()
+        clock.advance(simulation.time_s)
         fleet.sync_offline(offline_devices(simulation.scenario, simulation.time_s))
         fleet.publish(outputs, epoch_origin_s=clock.origin_epoch_s)
-        clock.advance(simulation.time_s)
         if on_step is not None:
             on_step(simulation)
     return simulation.time_s
