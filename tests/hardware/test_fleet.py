@@ -18,6 +18,7 @@ from pipesentinel.ingest.mosquitto_auth import MqttUser, write_auth_files
 from pipesentinel.ingest.service import IngestService, MqttProtocol
 from pipesentinel.ingest.storage.frames import FileFrameStore
 from pipesentinel.ingest.storage.sqlite import SQLiteStore
+from pipesentinel.ingest.topics import MessageKind
 from pipesentinel.settings import Settings
 from pipesentinel.site import Site
 from pipesentinel.site_loader import load_site
@@ -143,7 +144,7 @@ def test_lakeside_fleet_loses_nothing_and_offline_fires_the_will(
         assert fleet_stats.publish_errors == 0
         assert stats.rejected == 0, stats.rejected_by_reason
         # Every reading, frame and status message published was stored exactly once.
-        status_messages = stats.accepted_by_kind.get("status", 0)  # type: ignore[call-overload]
+        status_messages = stats.accepted_by_kind.get(MessageKind.STATUS, 0)
         assert stats.accepted - status_messages == published
         assert store.count(site_id=site.id) == stats.accepted
 
