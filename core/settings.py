@@ -21,6 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pipesentinel.detection.gases import DEFAULT_LEL_BASIS, LelBasis
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SITE_DIR = REPO_ROOT / "sites" / "wanli"
 
@@ -94,6 +96,7 @@ class Settings(BaseSettings):
     environment: Environment = Environment.DEVELOPMENT
     site_dir: Path = DEFAULT_SITE_DIR
     device_secret: SecretStr = SecretStr(DEVELOPMENT_DEVICE_SECRET)
+    lel_basis: LelBasis = DEFAULT_LEL_BASIS  # every %LEL shown says which basis it is on
     broker: BrokerSettings = BrokerSettings()
     storage: StorageSettings = StorageSettings()
     ingest: IngestSettings = IngestSettings()

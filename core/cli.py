@@ -1,0 +1,261 @@
+"""The ``pipesentinel`` command: the one place that parses arguments and prints.
+
+Subcommands:
+
+* ``demo`` - embedded broker, simulated devices, ingestion, SQLite, live status;
+* ``broker-config`` - Mosquitto config, password file and ACL generated from the site model;
+* ``ingest`` - the ingest service against the configured broker and store (production);
+* ``devices`` - the simulated devices of a scenario against the configured broker (testing);
+* ``check-site`` - load and validate a site and its scenarios.
+
+Settings come from ``PIPESENTINEL_*`` variables and ``pipesentinel.toml``
+(:mod:`pipesentinel.settings`); options here override them for one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from pydantic import ValidationError
+
+from pipesentinel import __version__
+from pipesentinel.demo import (
+    DEFAULT_DURATION_S,
+    DEFAULT_SCENARIO,
+    DEFAULT_SPEED,
+    resolve_scenario,
+    run_demo,
+)
+from pipesentinel.hardware.fleet import DeviceFleet, ScenarioClock, run_scenario
+from pipesentinel.hardware.scenario import ScenarioError, load_scenario, scenario_paths
+from pipesentinel.hardware.world import SiteSimulation
+from pipesentinel.ingest.mosquitto_auth import (
+    BrokerConfig,
+    MqttUser,
+    write_auth_files,
+    write_mosquitto_conf,
+)
+from pipesentinel.ingest.service import IngestService
+from pipesentinel.ingest.storage.factory import open_frame_store, open_telemetry_store
+from pipesentinel.settings import Settings
+from pipesentinel.site_loader import SiteValidationError, load_site
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {}
+    if getattr(args, "site", None) is not None:
+        overrides["site_dir"] = Path(args.site)
+    if getattr(args, "data_dir", None) is not None:
+        data = Path(args.data_dir)
+        overrides["storage"] = {
+            "sqlite_path": data / "telemetry.sqlite3",
+            "frames_dir": data / "frames",
+        }
+        overrides["ingest"] = {"dead_letter_path": data / "dead_letter.sqlite3"}
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    run_demo(
+        settings,
+        scenario_name=args.scenario,
+        duration_s=args.duration,
+        speed=args.speed,
+        live=not args.no_live,
+    )
+    return EXIT_OK
+
+
+def _broker_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.broker.username is None or settings.broker.password is None:
+        print(
+            "broker-config: the service account needs PIPESENTINEL_BROKER__USERNAME and "
+            "PIPESENTINEL_BROKER__PASSWORD (or [broker] username/password in pipesentinel.toml)",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    site = load_site(settings.site_dir)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    password_file, acl_file = out / "passwd", out / "acl"
+    write_auth_files(
+        site,
+        device_secret=settings.device_secret.get_secret_value(),
+        service_user=MqttUser(
+            settings.broker.username, settings.broker.password.get_secret_value()
+        ),
+        password_file=password_file,
+        acl_file=acl_file,
+    )
+    config = BrokerConfig(
+        port=args.port,
+        bind_address=args.bind,
+        password_file=password_file.resolve(),
+        acl_file=acl_file.resolve(),
+        persistence_dir=(out / "data").resolve(),
+    )
+    write_mosquitto_conf(out / "mosquitto.conf", config)
+    users = len(site.devices) + 1
+    print(f"wrote {out / 'mosquitto.conf'}, {password_file} ({users} users), {acl_file}")
+    print(f"run: mosquitto -c {out / 'mosquitto.conf'}")
+    return EXIT_OK
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal API
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    site = load_site(settings.site_dir)
+    store = open_telemetry_store(settings.storage)
+    try:
+        with IngestService(
+            settings=settings,
+            sites=site,
+            store=store,
+            frame_store=open_frame_store(settings.storage),
+        ) as service:
+            print(f"ingesting site {site.id} from {settings.broker.url}; Ctrl-C stops")
+            _wait_for_signal()
+            stats = service.stats()
+    finally:
+        store.close()
+    print(
+        f"stopped: {stats.accepted} accepted, {stats.rejected} rejected, "
+        f"{stats.records_written} stored"
+    )
+    return EXIT_OK
+
+
+def _devices(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.broker.url is None:
+        print("devices: set PIPESENTINEL_BROKER__URL to the broker's mqtt:// URL", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    site = load_site(settings.site_dir)
+    scenario = load_scenario(resolve_scenario(settings.site_dir, args.scenario), site)
+    speed = math.inf if args.speed <= 0 else args.speed
+    clock = ScenarioClock(origin_epoch_s=time.time(), speed=speed)
+    simulation = SiteSimulation(
+        site, scenario, frames=not args.no_frames, frame_period_factor=max(min(speed, 1e6), 1.0)
+    )
+    stop = threading.Event()
+    with DeviceFleet(
+        site,
+        broker_url=settings.broker.url,
+        device_secret=settings.device_secret.get_secret_value(),
+    ) as fleet:
+        print(
+            f"{len(site.devices)} devices of {site.id} playing {scenario.name} at x{args.speed:g}"
+        )
+        try:
+            run_scenario(simulation, fleet, clock, stop=stop, until_s=args.duration)
+        except KeyboardInterrupt:
+            stop.set()
+        stats = fleet.stats()
+    print(f"published {sum(stats.published_by_kind.values())} messages {stats.published_by_kind}")
+    return EXIT_OK
+
+
+def _check_site(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    site = load_site(settings.site_dir)
+    print(
+        f"site {site.id}: {len(site.pipelines)} pipelines "
+        f"({', '.join(f'{p.id} {p.length_m:.0f} m' for p in site.pipelines)}), "
+        f"{len(site.buildings)} buildings, {len(site.gas_detectors)} gas detectors, "
+        f"{len(site.wind_stations)} wind stations, {len(site.cameras)} cameras"
+    )
+    for path in scenario_paths(settings.site_dir):
+        scenario = load_scenario(path, site)
+        print(f"  scenario {path.name}: {scenario.name}, {scenario.duration_s:.0f} s")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``pipesentinel`` command."""
+    parser = argparse.ArgumentParser(prog="pipesentinel", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"pipesentinel {__version__}")
+    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the whole chain on embedded defaults")
+    demo.add_argument("--scenario", default=DEFAULT_SCENARIO, help="scenario name or .toml path")
+    demo.add_argument("--duration", type=float, default=DEFAULT_DURATION_S, help="scenario seconds")
+    demo.add_argument("--speed", type=float, default=DEFAULT_SPEED, help="scenario s per wall s")
+    demo.add_argument("--site", help="site directory (default: settings.site_dir)")
+    demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its data")
+    demo.add_argument("--no-live", action="store_true", help="no live screen (logs and summary)")
+    demo.set_defaults(handler=_demo)
+
+    broker = commands.add_parser("broker-config", help="Mosquitto config, passwords and ACL")
+    broker.add_argument("--out", required=True, help="directory to write into")
+    broker.add_argument("--port", type=int, default=1883)
+    broker.add_argument("--bind", default="127.0.0.1", help="listener address")
+    broker.add_argument("--site", help="site directory")
+    broker.set_defaults(handler=_broker_config)
+
+    ingest = commands.add_parser("ingest", help="run the ingest service (external broker)")
+    ingest.add_argument("--site", help="site directory")
+    ingest.set_defaults(handler=_ingest)
+
+    devices = commands.add_parser("devices", help="simulated devices against an external broker")
+    devices.add_argument("--scenario", default=DEFAULT_SCENARIO)
+    devices.add_argument("--duration", type=float, default=None, help="scenario seconds")
+    devices.add_argument("--speed", type=float, default=1.0, help="0: as fast as possible")
+    devices.add_argument("--no-frames", action="store_true", help="no camera images")
+    devices.add_argument("--site", help="site directory")
+    devices.set_defaults(handler=_devices)
+
+    check = commands.add_parser("check-site", help="validate a site and its scenarios")
+    check.add_argument("--site", help="site directory")
+    check.set_defaults(handler=_check_site)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pipesentinel`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        code: int = args.handler(args)
+    except (
+        SiteValidationError,
+        ScenarioError,
+        ValidationError,
+        ValueError,
+        FileNotFoundError,
+    ) as error:
+        print(f"pipesentinel {args.command}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

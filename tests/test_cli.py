@@ -1,0 +1,83 @@
+"""The ``pipesentinel`` command: the demo end to end, broker config, site checks, bad input."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pipesentinel.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from pipesentinel.hardware.testbed import MosquittoProcess
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_runs_the_whole_chain_without_rejections(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["demo", "--no-live", "--duration", "120", "--speed", "20", "--data-dir", str(tmp_path)]
+    )
+    assert code == EXIT_OK
+    out = capsys.readouterr().out
+    assert "0 rejected" in out
+    with sqlite3.connect(tmp_path / "telemetry.sqlite3") as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        counts = {
+            table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in tables
+        }
+    # 30 gas detectors over 120 s (2 s and 5 s periods): nearly all their readings are stored.
+    assert sum(count for table, count in counts.items() if "gas" in table) >= 20 * 55 + 10 * 22
+    assert any(count > 0 for table, count in counts.items() if "wind" in table)
+    # Frames every 5 s x the speed-up 20 = 100 s of scenario time.
+    assert list((tmp_path / "frames").rglob("*.jpg"))
+    assert list((tmp_path / "frames").rglob("*.png"))
+
+
+def test_check_site_lists_the_reference_site(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-site"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "site wanli: 2 pipelines" in out
+    assert "30 gas detectors, 2 wind stations, 8 cameras" in out
+    assert out.count("scenario ") == 4
+
+
+def test_a_broken_site_is_a_clear_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "site.toml").write_text('[site]\nid = "x"\n')
+    assert main(["check-site", "--site", str(tmp_path)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "site.toml" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_scenario_names_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["demo", "--no-live", "--scenario", "no-such-thing"])
+    assert code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "no scenario 'no-such-thing'" in err
+    assert "quiet_day" in err
+
+
+def test_broker_config_needs_the_service_account(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["broker-config", "--out", str(tmp_path)]) == EXIT_BAD_INPUT
+    assert "PIPESENTINEL_BROKER__USERNAME" in capsys.readouterr().err
+
+
+def test_broker_config_writes_a_config_mosquitto_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PIPESENTINEL_BROKER__USERNAME", "pipesentinel-service")
+    monkeypatch.setenv("PIPESENTINEL_BROKER__PASSWORD", "a-service-password")
+    out = tmp_path / "broker"
+    assert main(["broker-config", "--out", str(out)]) == EXIT_OK
+    assert "41 users" in capsys.readouterr().out  # 40 devices and the service
+    acl = (out / "acl").read_text()
+    assert "topic write pipesentinel/v1/wanli/gas/GD01" in acl
+    # The generated files are accepted by the real broker.
+    with MosquittoProcess(password_file=out / "passwd", acl_file=out / "acl") as broker:
+        assert broker.port > 0
