@@ -101,7 +101,7 @@ def test_a_leak_reaches_the_downwind_detector_and_not_the_upwind_one(lakeside: S
     excess = simulation.truth.detector_mole_fraction[:, 0] - BACKGROUND_METHANE_MOLE_FRACTION
     ids = [detector.id for detector in lakeside.gas_detectors]
     # Hand-worked: D1 is 40 m straight downwind of a 0.2 kg/s ground release, urban Briggs class D
-    # sigma_y = 0.16 x / sqrt(1 + 0.0004 x) = 6.35 m, sigma_z = 0.14 x / sqrt(1 + 0.0003 x) = 5.57 m;
+    # sigma_y = 0.16 x / sqrt(1 + 0.0004 x) = 6.35 m, sigma_z = 0.14 x / sqrt(1 + 0.0003 x) = 5.57;
     # steady plume at the ground C = Q / (pi sigma_y sigma_z u) = 6.0e-4 kg m-3 at u = 3 m/s, i.e.
     # 8.8e-4 mol/mol with methane at 0.68 kg m-3. The puffs, the slower wind near the ground and
     # the T90-free truth may differ from this by a small factor, not by ten.
