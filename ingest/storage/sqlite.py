@@ -17,6 +17,7 @@ busy timeout.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -206,6 +207,13 @@ def _row(record: Record) -> tuple[RecordKind, Row]:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _multi_row_insert(kind: RecordKind, rows: int) -> str:
+    """``_INSERT[kind]`` with ``rows`` value tuples."""
+    head, _, values = _INSERT[kind].partition(" VALUES ")
+    return f"{head} VALUES {', '.join([values] * rows)}"
+
+
 def _rollback(connection: sqlite3.Connection) -> None:
     """Roll back an open transaction; a failing rollback leaves SQLite to undo it on close."""
     if connection.in_transaction:
@@ -311,8 +319,18 @@ class SQLiteStore:
         with self._write_lock:
             try:
                 connection.execute("BEGIN IMMEDIATE")
+                variables = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
                 for kind, kind_rows in rows.items():
-                    connection.executemany(_INSERT[kind], kind_rows)
+                    # One multi-row statement per chunk rather than executemany: one SQLite step
+                    # (one GIL release) per chunk instead of per row; later rows still replace
+                    # earlier ones with the same identity, in order.
+                    per_statement = max(variables // len(kind_rows[0]), 1)
+                    for start in range(0, len(kind_rows), per_statement):
+                        chunk = kind_rows[start : start + per_statement]
+                        connection.execute(
+                            _multi_row_insert(kind, len(chunk)),
+                            [value for row in chunk for value in row],
+                        )
                 connection.execute("COMMIT")
             except sqlite3.Error as error:
                 _rollback(connection)
