@@ -13,7 +13,7 @@ at epoch multiples of ``every_s``; see ``docs/storage.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -311,6 +311,35 @@ class TelemetryStore(Protocol):
     def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+def device_states(
+    *,
+    online: Mapping[str, tuple[bool, float]],
+    reported: Mapping[str, tuple[int, DeviceStatus, str | None]],
+    last_reading_ms: Mapping[str, int],
+) -> dict[str, DeviceState]:
+    """Assemble :class:`DeviceState` per device from what a backend queried.
+
+    ``online``: device -> (online, received time [s]) of its latest status message;
+    ``reported``: device -> (time [ms], status, fault code) of its newest gas or laser reading;
+    ``last_reading_ms``: device -> time of its newest reading of any kind [ms].
+    """
+    states: dict[str, DeviceState] = {}
+    for device in sorted(online.keys() | reported.keys() | last_reading_ms.keys()):
+        is_online = online.get(device)
+        status = reported.get(device)
+        last_ms = last_reading_ms.get(device)
+        states[device] = DeviceState(
+            device_id=device,
+            online=None if is_online is None else is_online[0],
+            online_changed_time_s=None if is_online is None else is_online[1],
+            last_reading_time_s=None if last_ms is None else last_ms / MILLISECONDS_PER_SECOND,
+            status=None if status is None else status[1],
+            status_time_s=None if status is None else status[0] / MILLISECONDS_PER_SECOND,
+            fault_code=None if status is None else status[2],
+        )
+    return states
 
 
 class FrameStore(Protocol):

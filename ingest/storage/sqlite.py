@@ -45,6 +45,7 @@ from pipesentinel.ingest.storage.base import (
     Series,
     StorageError,
     check_storable,
+    device_states,
     numeric_values,
     resolve_query,
     resolve_range,
@@ -445,21 +446,7 @@ class SQLiteStore:
                 last_reading_ms[device] = (
                     int(time_ms) if previous_ms is None else max(int(time_ms), previous_ms)
                 )
-        states: dict[str, DeviceState] = {}
-        for device in sorted(online.keys() | reported.keys() | last_reading_ms.keys()):
-            is_online = online.get(device)
-            status = reported.get(device)
-            last_ms = last_reading_ms.get(device)
-            states[device] = DeviceState(
-                device_id=device,
-                online=None if is_online is None else is_online[0],
-                online_changed_time_s=None if is_online is None else is_online[1],
-                last_reading_time_s=None if last_ms is None else last_ms / MILLISECONDS_PER_SECOND,
-                status=None if status is None else status[1],
-                status_time_s=None if status is None else status[0] / MILLISECONDS_PER_SECOND,
-                fault_code=None if status is None else status[2],
-            )
-        return states
+        return device_states(online=online, reported=reported, last_reading_ms=last_reading_ms)
 
     def status_changes(
         self, *, site_id: str, start_s: float, end_s: float, device_id: str | None = None
