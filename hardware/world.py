@@ -46,7 +46,7 @@ from pipesentinel.hardware.gas_sensor import GASES, GasSensorArray
 from pipesentinel.hardware.scenario import FaultKind, Scenario
 from pipesentinel.hardware.wind_model import WindModel
 from pipesentinel.ingest.topics import MessageKind
-from pipesentinel.site import Site
+from pipesentinel.site import Gas, Site
 from pipesentinel.units import DEGREE, DEGREE_CELSIUS, HECTOPASCAL, PPM_M
 
 FloatArray = NDArray[np.float64]
@@ -260,7 +260,7 @@ class SiteSimulation:
             true_fraction[:, gas_index] = self._ingress * kg_per_m3_to_mole_fraction(
                 concentration, gas=gas, temperature_k=temperature_k, pressure_pa=pressure_pa
             )
-            if gas.value == "methane" and len(self._camera_ids):
+            if gas is Gas.METHANE and len(self._camera_ids):
                 beam_column = puff_path_integral_mole_fraction_m(
                     self._beam_start_m,
                     self._beam_end_m,
@@ -269,7 +269,7 @@ class SiteSimulation:
                     temperature_k=temperature_k,
                     pressure_pa=pressure_pa,
                 )
-        methane_index = [gas.value for gas in GASES].index("methane")
+        methane_index = GASES.index(Gas.METHANE)
         heads = true_fraction.copy()
         heads[:, methane_index] += BACKGROUND_METHANE_MOLE_FRACTION
         self.time_s = time_s
