@@ -1,0 +1,109 @@
+"""Incident versions in SQLite: every version kept, append-only; the latest of each comes back.
+
+One row per incident version (the JSON of ``Incident.to_json`` in ``detection/incidents.py``),
+written with ``synchronous=FULL`` in WAL mode so that a version reported to people survives a power
+cut. Rows cannot be updated or deleted (triggers abort), so the history of an incident — when it was
+opened, joined, localised, closed and by whom — is an audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from pipesentinel.detection.incidents import Incident
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS incident_versions (
+    incident_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated_time_s REAL NOT NULL,
+    status TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (incident_id, version)
+);
+CREATE TRIGGER IF NOT EXISTS incident_versions_no_update
+BEFORE UPDATE ON incident_versions
+BEGIN SELECT RAISE(ABORT, 'incident_versions is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS incident_versions_no_delete
+BEFORE DELETE ON incident_versions
+BEGIN SELECT RAISE(ABORT, 'incident_versions is append-only'); END;
+"""
+
+
+class IncidentStore:
+    """Append-only store of incident versions.
+
+    Parameters
+    ----------
+    path
+        SQLite file (created with its folder); ``":memory:"`` for a throw-away store.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._connection = sqlite3.connect(str(path), check_same_thread=False)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=FULL")
+        self._connection.executescript(_SCHEMA)
+
+    def append(self, incidents: Sequence[Incident]) -> None:
+        """Store new versions (one transaction); a version already stored is an error."""
+        if not incidents:
+            return
+        rows = [
+            (
+                incident.id,
+                incident.version,
+                incident.updated_time_s,
+                incident.status.value,
+                json.dumps(incident.to_json(), sort_keys=True, allow_nan=False),
+            )
+            for incident in incidents
+        ]
+        with self._lock, self._connection:
+            self._connection.executemany(
+                "INSERT INTO incident_versions VALUES (?, ?, ?, ?, ?)", rows
+            )
+
+    def latest(self) -> list[Incident]:
+        """The latest version of every incident, oldest incident first."""
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT body FROM incident_versions AS v WHERE version = "
+                "(SELECT MAX(version) FROM incident_versions WHERE incident_id = v.incident_id) "
+                "ORDER BY rowid"
+            ).fetchall()
+        return [Incident.from_json(json.loads(body)) for (body,) in rows]
+
+    def history(self, incident_id: str) -> list[Incident]:
+        """Every stored version of one incident, oldest first."""
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT body FROM incident_versions WHERE incident_id = ? ORDER BY version",
+                (incident_id,),
+            ).fetchall()
+        return [Incident.from_json(json.loads(body)) for (body,) in rows]
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._connection.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
