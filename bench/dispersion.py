@@ -3,7 +3,10 @@
 The baseline is a straightforward pure-Python implementation of the same model (``math`` module,
 one receptor-source pair at a time, same profile, floor, Briggs curves and reflection), timed on a
 subset of the same pairs in the same run; the figure of merit is the ratio of the two rates.
-Run with ``python -m bench.dispersion``; it prints one JSON object.
+The vectorized side runs with its default thread count (every CPU the process may use; numpy
+releases the GIL in its loops), recorded as ``threads``; the Python baseline is one thread, as a
+straightforward implementation would be. Run with ``python -m bench.dispersion``; it prints one
+JSON object.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pipesentinel.detection._arrays import BLOCK_ELEMENTS, available_threads
 from pipesentinel.detection.briggs import SIGMA_Y_COEFFICIENTS, SIGMA_Z_COEFFICIENTS
 from pipesentinel.detection.constants import MINIMUM_WIND_SPEED_M_PER_S, PROFILE_MINIMUM_HEIGHT_M
 from pipesentinel.detection.plume import plume_concentration_kg_per_m3
@@ -147,6 +151,8 @@ def run() -> dict[str, object]:
         "benchmark": "dispersion.plume_concentration_kg_per_m3",
         "receptors_1e6_x_sources_1": single,
         "receptors_1e4_x_sources_100": many,
+        "threads": available_threads(),
+        "block_elements": BLOCK_ELEMENTS,
         "numpy": np.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),

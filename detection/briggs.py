@@ -45,6 +45,7 @@ __all__ = [
     "SIGMA_Z_COEFFICIENTS",
     "distance_for_sigma",
     "distance_for_sigma_m",
+    "scaled_inverse_sigma_squared",
     "sigma_m",
     "sigma_squared",
     "sigma_squared_with",
@@ -124,6 +125,78 @@ def sigma_squared_with(
         squared *= stretch
         return squared
     result: FloatArray = squared * np.power(stretch, 2.0 * np.asarray(c))
+    return result
+
+
+def scaled_inverse_sigma_squared(  # noqa: PLR0917 - mirrors sigma_squared_with's positional form
+    distance_m: FloatArray,
+    inverse_distance_per_m: FloatArray,
+    scaled_a: FloatArray,
+    scaled_ab: FloatArray,
+    b: FloatArray,
+    c: FloatArray,
+    twice_exponent: float | None,
+    *,
+    out: FloatArray | None = None,
+) -> FloatArray:
+    """``k / (a x (1 + b x)^c)^2`` for x > 0, given ``k / a^2`` and ``k b / a^2`` [unit of k m-2].
+
+    The plume needs ``-1 / (2 sigma^2)`` (``k = -1/2``) rather than sigma^2; written with
+    ``r = 1/x`` the specialisations of :func:`sigma_squared_with` need no division by the variance::
+
+        2c =  0:  (k/a^2) r^2
+        2c = -1:  (k/a^2) (1 + b x) r^2 = ((k/a^2) r + k b/a^2) r
+        2c = -2:  (k/a^2) (r + b)^2
+        2c = +1:  (k/a^2) r^2 / (1 + b x)
+
+    and the general power otherwise.
+
+    Parameters
+    ----------
+    distance_m
+        Downwind distance x, > 0 [m].
+    inverse_distance_per_m
+        Its reciprocal 1/x [m-1].
+    scaled_a, scaled_ab
+        ``k / a^2`` [unit of k] and ``k b / a^2`` [unit of k m-1] for the Briggs ``a`` [1] and
+        ``b`` [m-1] of each element.
+    b, c
+        The Briggs ``b`` [m-1] and exponent ``c`` [1] of each element.
+    twice_exponent
+        ``2 c`` if shared by all elements (see :func:`uniform_twice_exponent`), else None [1].
+        Only the coefficients its case needs are read: ``scaled_ab`` for 2c = -1, ``b`` for
+        2c = -2 and +1, ``b`` and ``c`` otherwise.
+    out
+        Optional array for the result; it must not be one of the inputs.
+
+    Returns
+    -------
+    FloatArray
+        ``k / sigma^2`` [unit of k m-2].
+    """
+    x, r = distance_m, inverse_distance_per_m
+    # Only the operands a case uses are touched (the others may be left unbroadcast by a caller
+    # that selected elements); r has the full shape, so the first operation sizes the result.
+    if twice_exponent == -1.0:
+        result: FloatArray = np.multiply(scaled_a, r, out=out)
+        result += scaled_ab
+        result *= r
+        return result
+    if twice_exponent == -2.0:
+        result = np.add(r, b, out=out)
+        result *= result
+        result *= scaled_a
+        return result
+    result = np.multiply(r, r, out=out)
+    result *= scaled_a
+    if twice_exponent == 0.0:
+        return result
+    stretch = b * x
+    stretch += 1.0
+    if twice_exponent == 1.0:
+        result /= stretch
+        return result
+    result *= np.power(stretch, -2.0 * np.asarray(c))
     return result
 
 

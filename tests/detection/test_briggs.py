@@ -4,7 +4,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
-from pipesentinel.detection.briggs import distance_for_sigma_m, sigma_m, sigma_y_m, sigma_z_m
+from pipesentinel.detection.briggs import (
+    SIGMA_Y_COEFFICIENTS,
+    SIGMA_Z_COEFFICIENTS,
+    distance_for_sigma_m,
+    scaled_inverse_sigma_squared,
+    sigma_m,
+    sigma_squared,
+    sigma_y_m,
+    sigma_z_m,
+    uniform_twice_exponent,
+)
 from pipesentinel.detection.stability import StabilityClass
 
 # Briggs (1973) formulas of Seinfeld & Pandis Table 18.3 evaluated by hand at x = 1 km,
@@ -89,3 +99,42 @@ def test_bad_inputs_are_named() -> None:
         sigma_z_m(10.0, 6)
     with pytest.raises(ValueError, match="stability_class must be integer"):
         sigma_z_m(10.0, 3.0)
+
+
+@pytest.mark.parametrize("vertical", [False, True])
+@pytest.mark.parametrize("urban", [0, 1])
+@pytest.mark.parametrize("code", list(StabilityClass))
+def test_scaled_inverse_sigma_squared_is_k_over_the_variance(
+    vertical: bool, urban: int, code: StabilityClass
+) -> None:
+    # Every exponent specialisation (2c = 0, -1, -2, +1) against k / sigma^2 from sigma_squared,
+    # for the plume's k = -1/2, from 1 nm to 50 km.
+    a, b, c = (
+        float(table[urban, code])
+        for table in (SIGMA_Z_COEFFICIENTS if vertical else SIGMA_Y_COEFFICIENTS)
+    )
+    x = np.geomspace(1e-9, 5e4, 301)
+    k = -0.5
+    scaled_a, scaled_ab = np.asarray(k / a**2), np.asarray(k * b / a**2)
+    expected = k / sigma_squared(x, np.asarray(a), np.asarray(b), np.asarray(c))
+    result = scaled_inverse_sigma_squared(
+        x, 1.0 / x, scaled_a, scaled_ab, np.asarray(b), np.asarray(c), 2.0 * c
+    )
+    assert_allclose(result, expected, rtol=1e-14)
+    general = scaled_inverse_sigma_squared(
+        x, 1.0 / x, scaled_a, scaled_ab, np.asarray(b), np.asarray(c), None
+    )
+    assert_allclose(general, expected, rtol=1e-13)
+
+
+def test_scaled_inverse_sigma_squared_with_mixed_exponents() -> None:
+    # One element per class and land use (mixed 2c: the general power) against sigma_squared.
+    a, b, c = (table.ravel() for table in SIGMA_Z_COEFFICIENTS)
+    assert uniform_twice_exponent(c) is None
+    x = np.full(a.shape, 750.0)
+    out = np.empty(a.shape)
+    result = scaled_inverse_sigma_squared(
+        x, 1.0 / x, 2.0 / a**2, 2.0 * b / a**2, b, c, None, out=out
+    )
+    assert result is out
+    assert_allclose(result, 2.0 / sigma_squared(x, a, b, c), rtol=1e-13)

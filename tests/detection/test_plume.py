@@ -1,4 +1,5 @@
 import math
+import multiprocessing
 from typing import Any
 
 import numpy as np
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from scipy import integrate
 
+from pipesentinel.detection._arrays import evaluate_blocked
 from pipesentinel.detection.briggs import sigma_y_m, sigma_z_m
 from pipesentinel.detection.gases import kg_per_m3_to_mole_fraction
 from pipesentinel.detection.plume import (
@@ -276,6 +278,223 @@ def test_superposition_of_sources() -> None:
     matrix = plume(receptors[:, np.newaxis, :], sources)
     total = plume(receptors, sources[0]) + plume(receptors, sources[1])
     assert_allclose(matrix.sum(axis=1), total, rtol=1e-12)
+
+
+# --- Fast path against the textbook formula, threads, blocks -----------------------------------
+
+
+def textbook_field(
+    receptors: np.ndarray,
+    sources: np.ndarray,
+    *,
+    direction: float,
+    codes: np.ndarray,
+    urban: np.ndarray,
+    spread_y: float,
+    spread_z: float,
+) -> np.ndarray:
+    """The float64 reference: rotation, Briggs sigmas, floor and the bare formula with two exps."""
+    east = receptors[..., 0] - sources[..., 0]
+    north = receptors[..., 1] - sources[..., 1]
+    x = -east * math.sin(direction) - north * math.cos(direction)
+    y = -north * math.sin(direction) + east * math.cos(direction)
+    downwind = x > 0.0
+    x = np.where(downwind, x, 1.0)
+    sy = np.sqrt(sigma_y_m(x, codes, urban=urban) ** 2 + spread_y**2)
+    sz = np.sqrt(sigma_z_m(x, codes, urban=urban) ** 2 + spread_z**2)
+    speed = np.maximum(transport_wind_speed_m_per_s(4.0, sources[..., 2], codes, urban=urban), 1.0)
+    chi = gaussian_plume_kg_per_m3(
+        emission_rate_kg_per_s=0.3,
+        wind_speed_m_per_s=speed,
+        crosswind_m=y,
+        height_m=receptors[..., 2],
+        release_height_m=sources[..., 2],
+        sigma_y_m=sy,
+        sigma_z_m=sz,
+    )
+    return np.where(downwind, chi, 0.0)
+
+
+@pytest.mark.parametrize("spread", [(0.0, 0.0), (1.5, 0.7)])
+@pytest.mark.parametrize("release_height", [0.0, 6.0])
+@pytest.mark.parametrize("mixed", [False, True])
+@pytest.mark.parametrize("upwind_limit", [-200.0, -1500.0])
+def test_fast_path_equals_float64_reference(
+    spread: tuple[float, float], release_height: float, mixed: bool, upwind_limit: float
+) -> None:
+    # 2000 receptors (a ninth or a half of them upwind: every pair computed, or only the
+    # downwind ones) x 12 sources covering every class and land use: mixed=False evaluates one
+    # class per call (the 2c = 0, -1, -2, +1 specialisations), mixed=True all of them in one
+    # call (the general power). The float32 image factor bounds the relative error at 1.7e-7
+    # (docs/physics.md); everything else is float64.
+    rng = np.random.default_rng(5)
+    receptors = np.column_stack(
+        [
+            rng.uniform(upwind_limit, 1500.0, 2000),
+            rng.normal(0.0, 150.0, 2000),
+            rng.uniform(0, 20, 2000),
+        ]
+    )
+    codes = np.tile(np.arange(6), 2)
+    urban = np.repeat([False, True], 6)
+    sources = np.column_stack([rng.uniform(-20, 20, (12, 2)), np.full(12, release_height)])
+    direction = FROM_WEST + 0.1
+    arguments: dict[str, Any] = {
+        "emission_rate_kg_per_s": 0.3,
+        "wind_speed_m_per_s": 4.0,
+        "wind_direction_rad": direction,
+        "initial_sigma_y_m": spread[0],
+        "initial_sigma_z_m": spread[1],
+    }
+    if mixed:
+        result = plume_concentration_kg_per_m3(
+            receptors[:, np.newaxis, :], sources, stability_class=codes, urban=urban, **arguments
+        )
+    else:
+        result = np.column_stack(
+            [
+                plume_concentration_kg_per_m3(
+                    receptors, sources[j], stability_class=codes[j], urban=urban[j], **arguments
+                )
+                for j in range(12)
+            ]
+        )
+    expected = textbook_field(
+        receptors[:, np.newaxis, :],
+        sources,
+        direction=direction,
+        codes=codes,
+        urban=urban,
+        spread_y=spread[0],
+        spread_z=spread[1],
+    )
+    peak = float(expected.max())
+    significant = expected > 1e-6 * peak
+    assert np.count_nonzero(significant) > 3000
+    relative = np.abs(result[significant] / expected[significant] - 1.0)
+    assert float(relative.max()) < (2e-7 if release_height > 0.0 else 1e-13)
+    # Below 1e-6 of the peak: the same to 2e-7 too, except exponents under -500 (exactly 0 here).
+    assert_allclose(result[~significant], expected[~significant], rtol=2e-7, atol=1e-200)
+    np.testing.assert_array_equal(result[expected == 0.0], 0.0)
+
+
+def test_result_does_not_depend_on_thread_count() -> None:
+    # Blocks are computed identically whichever thread takes them: equal bit for bit.
+    rng = np.random.default_rng(9)
+    receptors = np.column_stack(
+        [rng.uniform(-2000, 2000, (300_000, 2)), rng.uniform(0, 5, 300_000)]
+    )
+    sources = np.column_stack([rng.uniform(-300, 300, (40, 2)), rng.uniform(0, 4, 40)])
+    classes = rng.integers(0, 6, 40)
+    single = [plume(receptors, (10.0, -20.0, 1.0), threads=threads) for threads in (1, 2, 3, None)]
+    matrix = [
+        plume(receptors[:5000, np.newaxis, :], sources, stability_class=classes, threads=threads)
+        for threads in (1, 2, 3, None)
+    ]
+    for result in single[1:]:
+        np.testing.assert_array_equal(result, single[0])
+    for result in matrix[1:]:
+        np.testing.assert_array_equal(result, matrix[0])
+
+
+def test_compressed_blocks_equal_full_blocks() -> None:
+    # Downwind receptors alone (every pair computed) and interleaved with as many upwind ones
+    # (only the downwind pairs computed, then scattered): the same values.
+    x = np.geomspace(1.0, 5000.0, 4000)
+    spread = np.linspace(-1.0, 1.0, 4000)
+    downwind = east_of(x, 0.05 * x * spread, 2.0 + 0.02 * x * np.abs(spread))
+    mixed = np.empty((8000, 3))
+    mixed[0::2] = downwind
+    mixed[1::2] = downwind * np.array([-1.0, 1.0, 1.0])
+    source = (0.0, 0.0, 2.0)
+    alone = plume(downwind, source)
+    interleaved = plume(mixed, source)
+    assert np.all(alone > 0.0)
+    assert_allclose(interleaved[0::2], alone, rtol=1e-15, atol=0.0)
+    np.testing.assert_array_equal(interleaved[1::2], 0.0)
+
+
+def _child_evaluates(receptors: np.ndarray, expected: np.ndarray) -> None:
+    result = plume(receptors, (10.0, -20.0, 1.0), threads=2)
+    raise SystemExit(0 if np.array_equal(result, expected) else 3)
+
+
+def test_forked_child_evaluates_with_threads() -> None:
+    # The parent's pool threads do not exist in a forked child (e.g. a pre-forking server): the
+    # child must neither wait for them forever nor compute anything differently.
+    receptors = np.column_stack(
+        [np.linspace(-2000, 2000, 400_000), np.linspace(-50, 50, 400_000), np.ones(400_000)]
+    )
+    expected = plume(receptors, (10.0, -20.0, 1.0), threads=2)  # the parent's pool exists now
+    child = multiprocessing.get_context("fork").Process(
+        target=_child_evaluates, args=(receptors, expected)
+    )
+    child.start()
+    child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung on the parent's thread pool")
+    assert child.exitcode == 0
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        (0, float("nan"), r"receptors_m must be finite; 1 value\(s\) are not, e\.g\. nan"),
+        (1, -float("inf"), r"receptors_m must be finite; 1 value\(s\) are not, e\.g\. -inf"),
+        (2, float("inf"), r"receptors_m must be finite; 1 value\(s\) are not, e\.g\. inf"),
+        (2, float("nan"), r"receptors_m must be finite"),
+        (2, -0.5, r"receptors_m: height .* 1 point\(s\) are below ground, e\.g\. -0\.5 m"),
+    ],
+)
+@pytest.mark.parametrize("row", [3, 250_123])
+def test_bad_receptor_in_any_block_is_named(
+    column: int, value: float, message: str, row: int
+) -> None:
+    # Large fields are checked block by block (in the threads): a bad value anywhere, upwind or
+    # down, is still found and named, with the count of bad values in the whole array.
+    rng = np.random.default_rng(4)
+    receptors = np.column_stack([rng.uniform(-900, 900, (300_000, 2)), rng.uniform(0, 4, 300_000)])
+    receptors[row, column] = value
+    with pytest.raises(ValueError, match=message):
+        plume(receptors, (0.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match=message):  # the matrix form checks receptors up front
+        plume(
+            receptors[:2000, np.newaxis, :] if row < 2000 else receptors[row:, np.newaxis, :],
+            np.zeros((3, 3)),
+        )
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in multiply:RuntimeWarning")
+def test_overflowing_block_check_is_not_an_error() -> None:
+    # Finite coordinates so large that a block's check sum overflows: checked exactly, accepted.
+    receptors = np.array([[1.5e308, 0.0, 1.0], [1.5e308, 0.0, 2.0], [100.0, 0.0, 1.0]])
+    result = plume(receptors)
+    assert np.all(np.isfinite(result))
+    assert_allclose(result[2], plume(receptors[2]), rtol=0.0)
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, True, "2"])
+def test_bad_thread_count_is_named(threads: Any) -> None:
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        plume(east_of(100.0), threads=threads)
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        beam([-500.0, -100.0, 1.0], [-10.0, 100.0, 1.0], threads=threads)
+
+
+def test_blocked_evaluation_reraises_an_error_from_any_thread() -> None:
+    values = np.arange(200_000, dtype=np.float64)
+
+    def kernel(out: np.ndarray, array: np.ndarray) -> None:
+        if np.any(array == 150_000.0):
+            raise ArithmeticError("bad block")
+        out[...] = 2.0 * array
+
+    doubled = evaluate_blocked(kernel, [values[:100_000]], (100_000,), threads=2)
+    np.testing.assert_array_equal(doubled, 2.0 * values[:100_000])
+    for threads in (1, 2, 4):
+        with pytest.raises(ArithmeticError, match="bad block"):
+            evaluate_blocked(kernel, [values], (200_000,), block_elements=1000, threads=threads)
 
 
 @pytest.mark.parametrize(
