@@ -31,6 +31,12 @@ Method (a *drain* measurement, the same for both subscribers):
    Both connect with the same MQTT 5 Receive Maximum (the service's queue capacity), so the broker
    applies the same flow control to both.
 
+   With ``--record`` a third subscriber drains a third session in each repetition: the ingest
+   service as above with ``settings.ingest.record_path`` set (every message also appended to a
+   JSON-lines recording, :mod:`pipesentinel.ingest.recording`); ``recording_ratio`` is its rate
+   over the plain ingest rate of the same repetition (median), and the recording is read back and
+   must hold all N messages.
+
 Draining a queue measures how fast a subscriber can take messages, independently of how fast the
 publisher can produce them (one paho publisher reaches about the bare subscriber's rate: measured
 live, the bare rate would be the publisher's and the ratio would be flattered). ``ratio`` is the
@@ -38,7 +44,8 @@ median over the repetitions of ingest rate / bare rate of the same repetition. T
 process's CPU time per message is reported as well (less sensitive to other load on a shared
 machine than wall-clock rates), and so is ``cpu_ratio``, bare / ingest CPU time per message.
 
-Run with ``python -m bench ingest`` or ``python -m bench.ingest [--messages N]``.
+Run with ``python -m bench ingest`` or ``python -m bench.ingest [--messages N] [--record]
+[--batch-linger-s S]`` (the last overrides ``settings.ingest.batch_linger_s``, to compare).
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from pipesentinel.hardware.testbed import MosquittoProcess
+from pipesentinel.ingest.recording import read_recording
 from pipesentinel.ingest.records import Record
 from pipesentinel.ingest.service import IngestService
 from pipesentinel.ingest.storage.sqlite import SQLiteStore
@@ -129,7 +137,9 @@ METHOD: Final = (
     "ingest_receive_rate stops at the N-th receipt instead. ratio = median over repetitions of "
     "ingest/bare within a repetition; cpu_ratio likewise with bare/ingest CPU time per message "
     "(process time of the measured process over the drain, all its threads). Publisher rate: "
-    "first PUBLISH to last PUBACK, for context (a drain does not depend on it)."
+    "first PUBLISH to last PUBACK, for context (a drain does not depend on it). With recording "
+    "on, a third session is drained in each repetition by the same ingest service recording every "
+    "message to a JSON-lines file; recording_ratio = median of its rate / the ingest rate."
 )
 
 
@@ -497,14 +507,22 @@ class _ReceiptClock:
 
 
 class IngestSubscriber:
-    """The ingest service on a site with its own SQLite store and dead-letter store."""
+    """The ingest service on a site with its own SQLite store and dead-letter store.
+
+    ``ingest`` overrides fields of ``settings.ingest`` (``batch_linger_s``, ``record_path``).
+    """
 
     def __init__(
-        self, broker: MosquittoProcess, directory: Path, client_id: str, site: Site
+        self,
+        broker: MosquittoProcess,
+        directory: Path,
+        client_id: str,
+        site: Site,
+        ingest: dict[str, object] | None = None,
     ) -> None:
         self.settings = Settings(
             broker={"url": broker.url, "client_id": client_id},
-            ingest={"dead_letter_path": directory / "dead_letter.sqlite3"},
+            ingest={"dead_letter_path": directory / "dead_letter.sqlite3", **(ingest or {})},
         )
         self._site = site
         self._host = broker.host
@@ -612,6 +630,11 @@ def _check_counts(drain: Drain, who: str) -> None:
 # --- the benchmark --------------------------------------------------------------------------------
 
 
+def _recorded_messages(path: Path) -> int:
+    """Messages in a recording; a malformed line is an error of the benchmark."""
+    return sum(1 for _ in read_recording(path))
+
+
 def _repetition(
     broker: MosquittoProcess,
     publisher: PublisherProcess,
@@ -620,10 +643,26 @@ def _repetition(
     messages: int,
     *,
     bare_first: bool,
+    record: bool = False,
+    ingest_overrides: dict[str, object] | None = None,
 ) -> dict[str, object]:
     site = bench_site(name, detector_ids())
     detectors = [detector.id for detector in site.gas_detectors]
-    ingest = IngestSubscriber(broker, directory / name, f"{name}-ingest", site)
+    overrides = dict(ingest_overrides or {})
+    ingest = IngestSubscriber(broker, directory / name, f"{name}-ingest", site, overrides)
+    record_path = directory / f"{name}-recorded" / "recording.jsonl"
+    recorded = (
+        IngestSubscriber(
+            broker,
+            directory / f"{name}-recorded",
+            f"{name}-ingest-recorded",
+            site,
+            {**overrides, "record_path": record_path},
+        )
+        if record
+        else None
+    )
+    drains: dict[str, Drain] = {}
     try:
         bare = BareSubscriber(
             broker,
@@ -631,28 +670,34 @@ def _repetition(
             f"{TOPIC_ROOT}/{site.id}/#",
             receive_maximum=ingest.settings.ingest.queue_capacity_messages,
         )
-        bare.create_session()
-        ingest.create_session()
+        subscribers: dict[str, BareSubscriber | IngestSubscriber] = {"bare": bare, "ingest": ingest}
+        if recorded is not None:
+            subscribers["recorded"] = recorded
+        for subscriber in subscribers.values():
+            subscriber.create_session()
         publish_seconds = publisher.publish(site.id, detectors, messages)
-        if bare_first:
-            bare_drain = bare.drain(messages)
-            ingest_drain = ingest.drain(messages)
-        else:
-            ingest_drain = ingest.drain(messages)
-            bare_drain = bare.drain(messages)
+        order = list(subscribers) if bare_first else list(reversed(subscribers))
+        for who in order:
+            drains[who] = subscribers[who].drain(messages)
         ingest.forget()
+        if recorded is not None:
+            recorded.forget()
     finally:
         ingest.close()
+        if recorded is not None:
+            recorded.close()
+    bare_drain, ingest_drain = drains["bare"], drains["ingest"]
     _check_counts(bare_drain, "bare")
     _check_counts(ingest_drain, "ingest")
-    return {
-        "order": "bare, ingest" if bare_first else "ingest, bare",
+    result: dict[str, object] = {
+        "order": ", ".join(order),
         "published": messages,
         "bare_received": bare_drain.received,
         "ingest_received": ingest_drain.received,
         "ingest_rejected": ingest_drain.rejected,
         "ingest_stored": ingest_drain.stored,
         "ingest_batches": ingest_drain.batches,
+        "ingest_mean_batch_messages": ingest_drain.stored / ingest_drain.batches,
         "publisher_rate_msg_per_s": messages / publish_seconds,
         "bare_rate_msg_per_s": bare_drain.rate_msg_per_s,
         "ingest_rate_msg_per_s": ingest_drain.rate_msg_per_s,
@@ -662,6 +707,21 @@ def _repetition(
         "ingest_cpu_us_per_message": ingest_drain.cpu_us_per_message,
         "cpu_ratio": bare_drain.cpu_us_per_message / ingest_drain.cpu_us_per_message,
     }
+    if record:
+        recorded_drain = drains["recorded"]
+        _check_counts(recorded_drain, "ingest")
+        in_recording = _recorded_messages(record_path)
+        if in_recording != messages:
+            raise RuntimeError(f"recording: {in_recording} of {messages} messages recorded")
+        result |= {
+            "recorded_messages": in_recording,
+            "recording_bytes": record_path.stat().st_size,
+            "recorded_rate_msg_per_s": recorded_drain.rate_msg_per_s,
+            "recorded_cpu_us_per_message": recorded_drain.cpu_us_per_message,
+            "recording_ratio": recorded_drain.rate_msg_per_s / ingest_drain.rate_msg_per_s,
+            "recorded_ratio": recorded_drain.rate_msg_per_s / bare_drain.rate_msg_per_s,
+        }
+    return result
 
 
 def _median(runs: list[dict[str, object]], key: str) -> float:
@@ -689,6 +749,8 @@ def run(
     repetitions: int = DEFAULT_REPETITIONS,
     *,
     broker: MosquittoProcess | None = None,
+    record: bool = False,
+    batch_linger_s: float | None = None,
 ) -> dict[str, object]:
     """Measure both subscribers ``repetitions`` times on ``messages`` messages; see the module.
 
@@ -703,10 +765,18 @@ def run(
         A running Mosquitto to use (its ``max_queued_messages`` must hold ``messages``); by
         default one is started and stopped here. Client ids and topics carry a token of this
         run, and the sessions expire when drained, so a shared broker is left as it was.
+    record
+        Also drain with the recording on, each repetition (see the module docstring).
+    batch_linger_s
+        Overrides ``settings.ingest.batch_linger_s`` for the ingest service [s].
     """
     if messages < 1 or repetitions < 1:
         raise ValueError(f"messages and repetitions must be >= 1, got {messages} and {repetitions}")
     started = time.perf_counter()
+    overrides: dict[str, object] = {}
+    if batch_linger_s is not None:
+        overrides["batch_linger_s"] = batch_linger_s
+    settings = Settings(ingest=overrides).ingest
     token = uuid.uuid4().hex[:RUN_TOKEN_CHARS]
     runs: list[dict[str, object]] = []
     with contextlib.ExitStack() as stack:
@@ -724,6 +794,8 @@ def run(
             f"bench{token}warmup",
             min(messages, WARMUP_MESSAGES),
             bare_first=True,
+            record=record,
+            ingest_overrides=overrides,
         )
         runs.extend(
             _repetition(
@@ -733,6 +805,8 @@ def run(
                 f"bench{token}r{index}",
                 messages,
                 bare_first=index % 2 == 0,
+                record=record,
+                ingest_overrides=overrides,
             )
             for index in range(repetitions)
         )
@@ -740,8 +814,7 @@ def run(
     publisher_rate = _median(runs, "publisher_rate_msg_per_s")
     bare_rate = _median(runs, "bare_rate_msg_per_s")
     ingest_rate = _median(runs, "ingest_rate_msg_per_s")
-    settings = Settings().ingest
-    return {
+    result: dict[str, object] = {
         "benchmark": "ingest throughput: IngestService vs a bare paho subscriber (queue drain)",
         "messages": messages,
         "repetitions": repetitions,
@@ -763,7 +836,10 @@ def run(
             "queue_capacity_messages": settings.queue_capacity_messages,
             "batch_max_messages": settings.batch_max_messages,
             "batch_max_wait_s": settings.batch_max_wait_s,
+            "batch_linger_s": settings.batch_linger_s,
         },
+        "ingest_mean_batch_messages": _median(runs, "ingest_mean_batch_messages"),
+        "recording": record,
         "method": METHOD,
         "notes": _notes(publisher_rate, bare_rate, ingest_rate),
         "elapsed_s": time.perf_counter() - started,
@@ -772,10 +848,18 @@ def run(
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
     }
+    if record:
+        result |= {
+            "recorded_rate_msg_per_s": _median(runs, "recorded_rate_msg_per_s"),
+            "recorded_cpu_us_per_message": _median(runs, "recorded_cpu_us_per_message"),
+            "recording_ratio": _median(runs, "recording_ratio"),
+            "recorded_ratio": _median(runs, "recorded_ratio"),
+        }
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.ingest [--messages N] [--repetitions R]``: print the JSON result."""
+    """``python -m bench.ingest [options]`` (``--help``): print the JSON result."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.ingest",
         description=__doc__,
@@ -783,8 +867,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES)
     parser.add_argument("--repetitions", type=int, default=DEFAULT_REPETITIONS)
+    parser.add_argument(
+        "--record", action="store_true", help="also drain with the recording on, and compare"
+    )
+    parser.add_argument(
+        "--batch-linger-s", type=float, default=None, help="override ingest.batch_linger_s [s]"
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.messages, args.repetitions), indent=2))
+    result = run(
+        args.messages, args.repetitions, record=args.record, batch_linger_s=args.batch_linger_s
+    )
+    print(json.dumps(result, indent=2))
     return 0
 
 

@@ -10,6 +10,13 @@ Data flow (two named threads, one bounded queue)::
                            ▼  all durable
                         PUBACK (in the order the messages arrived) ──▶ broker;  subscribers
 
+* **Batches with a linger.** The writer takes a batch as soon as a message is queued, waiting at
+  most ``settings.ingest.batch_linger_s`` (5 ms) for more: low latency for a lone reading, and
+  full batches under load, since messages pile up while the previous batch commits.
+* **Recording** (``settings.ingest.record_path``): every message received, valid or not, is
+  appended raw to a JSON-lines file by the network thread before decoding
+  (:mod:`pipesentinel.ingest.recording`), flushed before each batch is acknowledged.
+
 * **At-least-once, nothing lost.** The paho client runs with ``manual_ack=True``: a QoS 1 message
   is acknowledged only after its record is stored or its rejection is dead-lettered. If storage
   fails, the batch is kept and retried with jittered exponential backoff, unacknowledged; if the
@@ -49,6 +56,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar
 from urllib.parse import urlsplit
@@ -60,9 +68,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from pipesentinel.ingest.contract import SequenceTracker, decode, message_kind
+from pipesentinel.ingest.contract import Decoder, SequenceTracker, message_kind
 from pipesentinel.ingest.counters import IngestCounters, RejectionLog
 from pipesentinel.ingest.dead_letter import DeadLetterStore
+from pipesentinel.ingest.recording import RecordingWriter
 from pipesentinel.ingest.records import CameraFrame, Record, Rejection, RejectReason
 from pipesentinel.ingest.storage.base import FrameStore, StorageError, TelemetryStore
 from pipesentinel.ingest.topics import (
@@ -112,6 +121,9 @@ THREAD_JOIN_TIMEOUT_S: Final = 10.0
 STORAGE_RETRY_MIN_DELAY_S: Final = 0.1
 STORAGE_RETRY_MAX_DELAY_S: Final = 5.0
 BACKOFF_EXPONENT_CAP: Final = 62  # 2**62 times any sane delay exceeds every cap
+# Longest a received message waits in the recording's buffer when no batch completes (QoS 0
+# traffic, or a storage outage) before the buffer is flushed anyway (design choice) [s].
+RECORDING_FLUSH_INTERVAL_S: Final = 1.0
 
 
 class MqttProtocol(StrEnum):
@@ -196,6 +208,8 @@ class IngestStats:
     left_for_redelivery: int
     service_messages_passed: int
     last_error: str | None
+    messages_recorded: int = 0  # written to settings.ingest.record_path
+    messages_not_recorded: int = 0  # received after the recording failed (logged)
 
     @property
     def accepted(self) -> int:
@@ -208,9 +222,9 @@ class IngestStats:
         return sum(self.rejected_by_reason.values())
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class _Pending:
-    """An MQTT message waiting for its acknowledgement."""
+    """An MQTT message waiting for its acknowledgement (QoS 0: none is sent)."""
 
     generation: int
     mid: int
@@ -218,14 +232,13 @@ class _Pending:
     done: bool = False
 
 
-@dataclass(slots=True)
-class _Item:
-    """One decoded message on its way to storage."""
+@dataclass(slots=True, kw_only=True)
+class _Item(_Pending):
+    """One decoded message on its way to storage; also its own acknowledgement entry."""
 
     result: Record | Rejection
     topic: str
     payload: bytes
-    pending: _Pending | None
 
 
 ItemT = TypeVar("ItemT")
@@ -236,7 +249,8 @@ class _BatchHandoff(Generic[ItemT]):
 
     Unlike ``queue.Queue``, whose every ``put`` wakes the waiting consumer, the writer is woken
     once per batch: when the first item arrives after an empty wait, then when the batch is full
-    (or at its deadline). Measured on the ingest benchmark: 3.3 -> 0.06 thread switches per message.
+    (or at the end of its linger). Measured on the ingest benchmark: 3.3 -> 0.06 thread switches
+    per message.
     """
 
     def __init__(self, maxsize: int) -> None:
@@ -259,8 +273,12 @@ class _BatchHandoff(Generic[ItemT]):
                 self._wake_at = 0
                 self._not_empty.notify()
 
-    def get_batch(self, max_items: int, max_wait_s: float) -> list[ItemT]:
-        """Up to ``max_items``: waits ``max_wait_s`` for a first item, then as long to fill up."""
+    def get_batch(self, max_items: int, max_wait_s: float, linger_s: float) -> list[ItemT]:
+        """Up to ``max_items`` items; ``[]`` if none arrived within ``max_wait_s`` [s].
+
+        Once there is an item, waits at most ``linger_s`` [s] more for the batch to fill up
+        (Kafka's ``linger.ms``): items that arrived while the caller was busy are taken at once.
+        """
         with self._lock:
             if not self._items:
                 self._wake_at = 1
@@ -268,7 +286,7 @@ class _BatchHandoff(Generic[ItemT]):
                 self._wake_at = 0
                 if not self._items:
                     return []
-            deadline = time.monotonic() + max_wait_s
+            deadline = time.monotonic() + linger_s
             while len(self._items) < max_items:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -311,6 +329,11 @@ class _AckLedger:
         entry = _Pending(generation=self.generation, mid=mid, qos=qos)
         self._entries.append(entry)
         return entry
+
+    def track(self, entry: _Pending) -> None:
+        """A message arrived as ``entry`` (built with this :attr:`generation`); QoS 0 is ignored."""
+        if entry.qos:
+            self._entries.append(entry)
 
     def releasable(self) -> list[_Pending]:
         """Completed entries at the head, in arrival order, of the current generation."""
@@ -367,6 +390,89 @@ def _checked_broker_address(broker: BrokerSettings) -> BrokerAddress:
     if broker.password is not None and broker.username is None:
         raise ValueError("broker.password is set without broker.username")
     return address
+
+
+class _Recorder:
+    """The optional recording of received messages (``settings.ingest.record_path``).
+
+    Used by the network thread only (opened by :meth:`IngestService.start`, closed by
+    :meth:`IngestService.stop` after that thread ended). A write failure (disk full) stops the
+    recording: logged at ERROR, kept as the service's ``last_error``, and every message received
+    after it counted as not recorded; ingestion goes on.
+    """
+
+    def __init__(self, path: Path | None, counters: IngestCounters) -> None:
+        # recorded: messages handed to the writer (lines still buffered when the file fails are
+        # lost with it; the failure is logged); not_recorded: messages after a failure.
+        self.path = path
+        self._counters = counters
+        self._writer: RecordingWriter | None = None
+        self.recorded = 0
+        self.not_recorded = 0
+        self._flushed_at_s = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether messages are to be recorded (configured, even if the recording failed)."""
+        return self.path is not None
+
+    @property
+    def unflushed(self) -> bool:
+        """Whether recorded lines wait in the buffer."""
+        return self._writer is not None and self._writer.unflushed
+
+    def open(self) -> None:
+        """Open the recording if one is configured; ``OSError`` if it cannot be."""
+        if self.path is not None:
+            self._writer = RecordingWriter(self.path)
+            logger.info("ingest service: recording every message received to %s", self.path)
+
+    def record(self, topic: str, payload: bytes, received_time_s: float) -> None:
+        """Append one message [s]."""
+        writer = self._writer
+        if writer is not None:
+            try:
+                writer.write(topic, payload, received_time_s)
+            except (OSError, ValueError) as error:
+                self._fail(error)
+            else:
+                self.recorded += 1
+                return
+        self.not_recorded += 1
+
+    def flush(self, *, due_only: bool) -> None:
+        """Flush (with ``due_only``: only if the last flush is RECORDING_FLUSH_INTERVAL_S old)."""
+        writer = self._writer
+        if writer is None or not writer.unflushed:
+            return
+        now_s = time.monotonic()
+        if due_only and now_s - self._flushed_at_s < RECORDING_FLUSH_INTERVAL_S:
+            return
+        self._flushed_at_s = now_s
+        try:
+            writer.flush()
+        except OSError as error:
+            self._fail(error)
+
+    def _fail(self, error: Exception) -> None:
+        writer, self._writer = self._writer, None
+        text = f"recording to {self.path} failed and is stopped: {type(error).__name__}: {error}"
+        logger.error("ingest service: %s", text)
+        self._counters.error(text)
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                writer.close()
+
+    def close(self) -> None:
+        """Flush and close the recording."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.close()
+        except OSError as error:
+            self._fail(error)
+        logger.info("ingest service: %d message(s) recorded to %s", self.recorded, self.path)
 
 
 class IngestService:
@@ -434,7 +540,11 @@ class IngestService:
         self._random = random.Random()  # noqa: S311 - jitter, not cryptography
         self._capacity = settings.ingest.queue_capacity_messages
         self._queue: _BatchHandoff[_Item] = _BatchHandoff(self._capacity)
+        self._decoder = Decoder(sites=sites, limits=settings.ingest, topic_root=topic_root)
         self._counters = IngestCounters()
+        # Accepted messages by kind: written by the network thread only, every key present from
+        # the start so that stats() can copy the dict while it is being updated.
+        self._accepted_by_kind: dict[MessageKind, int] = dict.fromkeys(MessageKind, 0)
         self._rejection_log = RejectionLog(
             logger, every_nth=settings.ingest.log_every_nth_rejection
         )
@@ -443,8 +553,12 @@ class IngestService:
         self._completed: deque[_Pending] = deque()
         self._subscribers: list[BatchSubscriber] = []
         self._subscribers_lock = threading.Lock()
-        self._outstanding = 0
+        # Messages taken but not yet stored or dead-lettered: _taken - _overflowed - _finished.
+        # The first two are written by the network thread only, _finished by the writer only
+        # (under _outstanding_changed), so the network thread takes no lock per message.
+        self._taken = self._overflowed = self._finished = 0
         self._outstanding_changed = threading.Condition()
+        self._recorder = _Recorder(settings.ingest.record_path, self._counters)
         self._connected = threading.Event()
         self._socket_closed = threading.Event()
         self._closing = threading.Event()  # no new messages are taken
@@ -500,6 +614,12 @@ class IngestService:
         self._started = True
         if self._dead_letters is None:
             self._dead_letters = DeadLetterStore(self._settings.ingest.dead_letter_path)
+        try:
+            self._recorder.open()
+        except OSError:
+            if self._owns_dead_letters:
+                self._dead_letters.close()
+            raise
         self._writer_thread.start()
         self._network_thread.start()
         logger.info(
@@ -522,7 +642,7 @@ class IngestService:
         """Wait until every message taken so far is stored and acknowledged [s]."""
         deadline = time.monotonic() + timeout_s
         with self._outstanding_changed:
-            while self._outstanding or (self._completed and self._connected.is_set()):
+            while self._outstanding() or (self._completed and self._connected.is_set()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -548,7 +668,7 @@ class IngestService:
                 "ingest service %r: %d message(s) not stored within %g s; they stay "
                 "unacknowledged and the broker will redeliver them to the next session",
                 self.client_id,
-                self._outstanding,
+                self._outstanding(),
                 timeout_s,
             )
         self._abort_writer.set()
@@ -560,6 +680,7 @@ class IngestService:
             if thread.is_alive():
                 logger.error("ingest service: thread %s did not stop", thread.name)
         self._rejection_log.flush(force=True)
+        self._recorder.close()
         if self._owns_dead_letters and self._dead_letters is not None:
             self._dead_letters.close()
         stats = self.stats()
@@ -607,11 +728,13 @@ class IngestService:
             connected=self._connected.is_set(),
             protocol=self._active_protocol.value,
             connections=self._connections,
-            accepted_by_kind=counts.accepted_by_kind,
+            accepted_by_kind={
+                kind: count for kind, count in dict(self._accepted_by_kind).items() if count
+            },
             rejected_by_reason=counts.rejected_by_reason,
             queue_depth=self._queue.qsize(),
             queue_capacity=self._capacity,
-            unacknowledged=self._outstanding,
+            unacknowledged=self._outstanding(),
             batches_written=counts.batches_written,
             records_written=counts.records_written,
             rejections_dead_lettered=counts.rejections_dead_lettered,
@@ -622,7 +745,15 @@ class IngestService:
             left_for_redelivery=counts.left_for_redelivery,
             service_messages_passed=counts.service_messages_passed,
             last_error=counts.last_error,
+            messages_recorded=self._recorder.recorded,
+            messages_not_recorded=self._recorder.not_recorded,
         )
+
+    def _outstanding(self) -> int:
+        """Messages taken but not yet durable (never less than the true number)."""
+        finished = self._finished  # read before the counts that only grow after it
+        overflowed = self._overflowed
+        return self._taken - overflowed - finished
 
     # --- the network thread ----------------------------------------------------------------------
 
@@ -728,6 +859,8 @@ class IngestService:
         while True:
             code = client.loop(timeout=NETWORK_LOOP_TIMEOUT_S)
             self._send_acknowledgements(client)
+            if self._recorder.unflushed:
+                self._recorder.flush(due_only=True)
             if code is not MQTTErrorCode.MQTT_ERR_SUCCESS:
                 if not self._stop_network.is_set():
                     self._connection_failed(f"connection lost: {mqtt.error_string(code)}")
@@ -763,12 +896,13 @@ class IngestService:
             logger.debug("ingest service %r: %s", self.client_id, text)
 
     def _send_acknowledgements(self, client: mqtt.Client) -> None:
-        completed = 0
+        if not self._completed:
+            return
+        # Once per stored batch, before the entries leave _completed (what wait_idle watches):
+        # every message is in the recording before it is acknowledged.
+        self._recorder.flush(due_only=False)
         while self._completed:
             self._completed.popleft().done = True
-            completed += 1
-        if not completed:
-            return
         for entry in self._ledger.releasable():
             client.ack(entry.mid, entry.qos)
         with self._outstanding_changed:
@@ -870,7 +1004,8 @@ class IngestService:
         message: mqtt.MQTTMessage,
     ) -> None:
         if self._closing.is_set():
-            # Not taken: left unacknowledged, so the broker redelivers it to the next session.
+            # Not taken: left unacknowledged, so the broker redelivers it to the next session
+            # (and it is recorded then).
             self._counters.left_for_redelivery(1)
             return
         received_time_s = self._clock()
@@ -880,30 +1015,29 @@ class IngestService:
             # Brokers check topics are UTF-8; paho offers no public raw topic, hence _topic.
             topic = bytes(message._topic).decode("utf-8", "replace")
         payload = bytes(message.payload)
-        pending = self._ledger.register(message.mid, message.qos)
-        if is_service_output(topic, topic_root=self._topic_root):
+        decoder = self._decoder
+        if not decoder.is_device_topic(topic) and is_service_output(
+            topic, topic_root=self._topic_root
+        ):
             # PipeSentinel's own alarms/incidents: not device data, acknowledged and counted.
             self._counters.service_message_passed()
+            pending = self._ledger.register(message.mid, message.qos)
             if pending is not None:
                 self._completed.append(pending)
             return
+        if self._recorder.active:
+            self._recorder.record(topic, payload, received_time_s)
         result: Record | Rejection
         try:
-            result = decode(
-                topic,
-                payload,
-                received_time_s,
-                sites=self._sites,
-                limits=self._settings.ingest,
-                topic_root=self._topic_root,
-            )
+            result = decoder(topic, payload, received_time_s)
             if not isinstance(result, Rejection):
-                reboots = self._tracker.reboots
-                rejection = self._tracker.admit(result, topic=topic, payload=payload)
+                tracker = self._tracker
+                reboots = tracker.reboots
+                rejection = tracker.admit(result, topic=topic, payload=payload)
                 if rejection is not None:
                     result = rejection
-                elif self._tracker.reboots != reboots and self._tracker.last_reboot is not None:
-                    reboot = self._tracker.last_reboot
+                elif tracker.reboots != reboots and tracker.last_reboot is not None:
+                    reboot = tracker.last_reboot
                     logger.info(
                         "device %s/%s restarted: %s seq went from %d to %d",
                         reboot.site_id,
@@ -921,23 +1055,31 @@ class IngestService:
                 payload=payload,
                 received_time_s=received_time_s,
             )
-        self._take(_Item(result=result, topic=topic, payload=payload, pending=pending))
+        item = _Item(
+            generation=self._ledger.generation,
+            mid=message.mid,
+            qos=message.qos,
+            result=result,
+            topic=topic,
+            payload=payload,
+        )
+        self._ledger.track(item)
+        self._take(item)
 
     def _take(self, item: _Item) -> None:
-        with self._outstanding_changed:
-            self._outstanding += 1
+        self._taken += 1
         try:
             self._queue.put(item, timeout=self._queue_full_wait_s)
         except queue.Full:
-            with self._outstanding_changed:
-                self._outstanding -= 1
+            self._overflowed += 1
             self._overflow(item)
             return
-        if isinstance(item.result, Rejection):
-            self._counters.rejected(item.result.reason)
-            self._rejection_log.record(item.result)
+        result = item.result
+        if isinstance(result, Rejection):
+            self._counters.rejected(result.reason)
+            self._rejection_log.record(result)
         else:
-            self._counters.accepted(message_kind(item.result))
+            self._accepted_by_kind[message_kind(result)] += 1
 
     def _overflow(self, item: _Item) -> None:
         """The queue is full: dead-letter the message at once (raw bytes kept), then ack it."""
@@ -966,18 +1108,20 @@ class IngestService:
                 error,
             )
             self._counters.error(str(error))
-            if item.pending is not None:  # let later acknowledgements through
-                item.pending.done = True
-                item.pending.generation = -1
+            if item.qos:  # let later acknowledgements through
+                item.done = True
+                item.generation = -1
             return
-        if item.pending is not None:
-            self._completed.append(item.pending)
+        if item.qos:
+            self._completed.append(item)
 
     # --- the writer thread -----------------------------------------------------------------------
 
     def _next_batch(self) -> list[_Item]:
         ingest = self._settings.ingest
-        return self._queue.get_batch(ingest.batch_max_messages, ingest.batch_max_wait_s)
+        return self._queue.get_batch(
+            ingest.batch_max_messages, ingest.batch_max_wait_s, ingest.batch_linger_s
+        )
 
     def _writer_main(self) -> None:
         while True:
@@ -991,15 +1135,13 @@ class IngestService:
             if self._abort_writer.is_set() or not self._commit(batch):
                 self._counters.left_for_redelivery(len(items))
                 with self._outstanding_changed:
-                    self._outstanding -= len(items)
+                    self._finished += len(items)
                     self._outstanding_changed.notify_all()
                 continue
             self._counters.written(records=len(batch.records), rejections=len(batch.rejections))
-            for item in items:
-                if item.pending is not None:
-                    self._completed.append(item.pending)
+            self._completed.extend(item for item in items if item.qos)
             with self._outstanding_changed:
-                self._outstanding -= len(items)
+                self._finished += len(items)
                 self._outstanding_changed.notify_all()
             self._notify(_records(batch.records))
 

@@ -41,6 +41,8 @@ TOP_LEVEL_KEYS = {
     "met",
     "runs",
     "ingest_settings",
+    "ingest_mean_batch_messages",
+    "recording",
     "method",
     "notes",
     "elapsed_s",
@@ -49,6 +51,13 @@ TOP_LEVEL_KEYS = {
     "machine",
     "cpus",
 }
+RECORDING_KEYS = {
+    "recorded_rate_msg_per_s",
+    "recorded_cpu_us_per_message",
+    "recording_ratio",
+    "recorded_ratio",
+}
+RECORDING_RUN_KEYS = RECORDING_KEYS | {"recorded_messages", "recording_bytes"}
 RUN_KEYS = {
     "order",
     "published",
@@ -57,6 +66,7 @@ RUN_KEYS = {
     "ingest_rejected",
     "ingest_stored",
     "ingest_batches",
+    "ingest_mean_batch_messages",
     "publisher_rate_msg_per_s",
     "bare_rate_msg_per_s",
     "ingest_rate_msg_per_s",
@@ -113,6 +123,7 @@ def test_run_reports_every_key_and_the_counts_add_up(
         assert run["ingest_rejected"] == 0
         assert run["ingest_stored"] == MESSAGES
         assert 1 <= run["ingest_batches"] <= MESSAGES
+        assert math.isclose(run["ingest_mean_batch_messages"], MESSAGES / run["ingest_batches"])
         for key in RUN_KEYS - {"order", "ingest_rejected"}:
             assert math.isfinite(run[key])
             assert run[key] > 0
@@ -120,3 +131,25 @@ def test_run_reports_every_key_and_the_counts_add_up(
     for key in ("ratio", "cpu_ratio", "bare_rate_msg_per_s", "ingest_rate_msg_per_s"):
         assert math.isclose(result[key], statistics.median(run[key] for run in runs))
     assert result["met"] is (result["ratio"] >= result["goal"])
+    assert result["recording"] is False
+    assert result["ingest_settings"]["batch_linger_s"] == 0.005
+
+
+def test_run_with_recording_and_another_linger_records_every_message(
+    bench_ingest: ModuleType, mosquitto: MosquittoProcess
+) -> None:
+    result = bench_ingest.run(MESSAGES, 1, broker=mosquitto, record=True, batch_linger_s=0.05)
+    json.dumps(result)
+    assert set(result) == TOP_LEVEL_KEYS | RECORDING_KEYS
+    assert result["recording"] is True
+    assert result["ingest_settings"]["batch_linger_s"] == 0.05
+    (run,) = result["runs"]
+    assert set(run) == RUN_KEYS | RECORDING_RUN_KEYS
+    assert run["order"] == "bare, ingest, recorded"
+    assert run["recorded_messages"] == MESSAGES  # read back from the recording, line by line
+    assert run["recording_bytes"] > 0
+    assert math.isclose(
+        run["recording_ratio"], run["recorded_rate_msg_per_s"] / run["ingest_rate_msg_per_s"]
+    )
+    for key in RECORDING_KEYS:
+        assert math.isclose(result[key], run[key])

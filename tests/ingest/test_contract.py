@@ -17,6 +17,7 @@ from pipesentinel.ingest.contract import (
     FRAME_PREFIX,
     GAS_OVER_RANGE_FACTOR,
     SIGMA_THETA_MAX_DEG,
+    Decoder,
     ImageFormat,
     SequenceTracker,
     decode,
@@ -890,6 +891,61 @@ def _assert_record_or_rejection(topic: str, payload: bytes, result: Record | Rej
 @given(topic=topics | valid_topics, payload=st.binary(max_size=600))
 def test_decode_never_raises_on_arbitrary_bytes(topic: str, payload: bytes) -> None:
     _assert_record_or_rejection(topic, payload, run(topic, payload))
+
+
+# One decoder for every example: its topic cache is reused across them, as in the service.
+SHARED_DECODER = Decoder(sites=SITE, limits=LIMITS)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(topic=topics | valid_topics, payload=st.binary(max_size=600))
+def test_decoder_gives_what_decode_gives(topic: str, payload: bytes) -> None:
+    expected = run(topic, payload)
+    assert SHARED_DECODER(topic, payload, RECEIVED_S) == expected
+    assert SHARED_DECODER(topic, payload, RECEIVED_S) == expected  # the topic is cached now
+
+
+def test_decoder_agrees_with_decode_on_every_case_first_and_cached() -> None:
+    decoder = Decoder(sites={SITE_ID: SITE}, limits=LIMITS)
+    cases = [(case[1], case[2]) for case in REJECTION_CASES] + [
+        (GAS_TOPIC, gas_payload()),
+        (WIND_TOPIC, wind_payload()),
+        (LASER_TOPIC, laser_payload()),
+        (VISIBLE_TOPIC, VISIBLE_PAYLOAD),
+        (THERMAL_TOPIC, THERMAL_PAYLOAD),
+        (STATUS_TOPIC, b"online"),
+    ]
+    for _ in range(2):
+        for topic, payload in cases:
+            assert decoder(topic, payload, RECEIVED_S) == run(topic, payload)
+    # Cached: exactly the topics that resolve to a device and kind, whatever their payloads.
+    valid = {GAS_TOPIC, WIND_TOPIC, LASER_TOPIC, VISIBLE_TOPIC, THERMAL_TOPIC, STATUS_TOPIC}
+    assert {topic for topic, _ in cases if decoder.is_device_topic(topic)} == valid
+    assert decoder.cached_topics == len(valid)
+
+
+def test_decoder_topic_cache_is_bounded() -> None:
+    decoder = Decoder(sites=SITE, limits=LIMITS, max_cached_topics=2)
+    # Endless distinct topics that are not device topics are never cached.
+    for index in range(1000):
+        bogus = f"pipesentinel/v1/{SITE_ID}/gas/X{index}"
+        assert isinstance(decoder(bogus, gas_payload(), RECEIVED_S), Rejection)
+    assert decoder.cached_topics == 0
+    # Valid topics beyond the bound clear the cache: never more than the bound.
+    for topic in (GAS_TOPIC, WIND_TOPIC, LASER_TOPIC, STATUS_TOPIC):
+        decoder(topic, b"online", RECEIVED_S)
+        assert 1 <= decoder.cached_topics <= 2
+    assert decoder.is_device_topic(STATUS_TOPIC)
+    assert not decoder.is_device_topic(GAS_TOPIC)  # cleared when the third topic came
+    with pytest.raises(ValueError, match="max_cached_topics"):
+        Decoder(sites=SITE, limits=LIMITS, max_cached_topics=0)
+
+
+def test_decoder_takes_a_copy_of_the_sites_mapping() -> None:
+    sites = {SITE_ID: SITE}
+    decoder = Decoder(sites=sites, limits=LIMITS)
+    sites.clear()  # the caller's mapping changing later does not change the decoder
+    assert isinstance(decoder(GAS_TOPIC, gas_payload(), RECEIVED_S), GasReading)
 
 
 VALID_JSON_BODIES: dict[str, dict[str, Any]] = {

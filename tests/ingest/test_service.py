@@ -25,6 +25,7 @@ from pipesentinel.hardware.testbed import MosquittoProcess
 from pipesentinel.ingest.contract import ImageFormat, encode_frame_envelope
 from pipesentinel.ingest.dead_letter import DeadLetterStore
 from pipesentinel.ingest.embedded_broker import EmbeddedBroker
+from pipesentinel.ingest.recording import read_recording
 from pipesentinel.ingest.records import (
     CameraChannel,
     GasReading,
@@ -37,6 +38,7 @@ from pipesentinel.ingest.service import (
     IngestStats,
     MqttProtocol,
     _AckLedger,
+    _BatchHandoff,
     backoff_delay_s,
 )
 from pipesentinel.ingest.storage.base import StorageError
@@ -360,6 +362,36 @@ def test_ack_ledger_releases_in_arrival_order_and_drops_old_connections() -> Non
     assert fresh is not None
     fresh.done = True
     assert ledger.releasable() == [fresh]
+
+
+def test_batch_handoff_lingers_only_linger_s_once_an_item_is_there() -> None:
+    handoff: _BatchHandoff[int] = _BatchHandoff(maxsize=100)
+    for item in (1, 2, 3):
+        handoff.put(item)
+    # Item 4 arrives well after a zero linger ends; with the old behaviour (waiting up to the
+    # idle period, here 30 s, for a full batch) the batch would have been [1, 2, 3, 4].
+    late = threading.Timer(2.0, handoff.put, args=(4,))
+    late.start()
+    try:
+        assert handoff.get_batch(10, 30.0, 0.0) == [1, 2, 3]
+    finally:
+        late.join()
+    assert handoff.get_batch(10, 30.0, 0.0) == [4]
+    # Items that accumulated meanwhile fill the batch up to its size, oldest first.
+    for item in range(5, 10):
+        handoff.put(item)
+    assert handoff.get_batch(3, 30.0, 0.0) == [5, 6, 7]
+    assert handoff.get_batch(3, 30.0, 0.0) == [8, 9]
+    assert handoff.get_batch(3, 0.01, 0.0) == []  # idle: nothing within max_wait_s
+    assert handoff.qsize() == 0
+
+
+def test_batch_linger_and_recording_settings() -> None:
+    ingest = Settings().ingest
+    assert ingest.batch_linger_s == 0.005
+    assert ingest.record_path is None
+    with pytest.raises(ValueError, match="batch_linger_s"):
+        Settings(ingest={"batch_linger_s": -0.001})
 
 
 # --- against Mosquitto ----------------------------------------------------------------------------
@@ -766,5 +798,79 @@ def test_alarm_and_incident_messages_are_passed_by_not_rejected(
         )
         assert stats.rejected == 0
         assert stats.unacknowledged == 0
+    finally:
+        service.stop()
+
+
+def test_every_message_received_is_recorded_before_validation(
+    mosquitto: MosquittoProcess,
+    tmp_path: Path,
+    site: Site,
+    store: FaultySQLiteStore,
+    publisher: Publisher,
+) -> None:
+    record_path = tmp_path / "recordings" / "ingest.jsonl"
+    gas_topic = device_topic(site.id, MessageKind.GAS, GAS_ID)
+    thermal_topic = device_topic(site.id, MessageKind.THERMAL, CAMERA_ID)
+    status_topic = device_topic(site.id, MessageKind.STATUS, WIND_ID)
+    published = [
+        (gas_topic, gas_json(1)),  # valid
+        (gas_topic, b'{"ts": 1, "seq"'),  # broken JSON: recorded all the same
+        (thermal_topic, thermal_envelope(1)),  # binary: recorded as base64
+        (device_topic(site.id, MessageKind.GAS, "nobody"), b"\xff\xfe"),  # unknown, binary
+        (status_topic, b"online"),  # status
+    ]
+    service = start_service(mosquitto, tmp_path, site, store, record_path=record_path)
+    batches: list[Sequence[Record]] = []
+    service.subscribe(batches.append)
+    try:
+        for topic, payload in published[:2]:
+            publisher.publish(topic, payload)
+        publisher.publish(f"{TOPIC_ROOT}/{site.id}/alarms", b'{"state": "new"}')  # not recorded
+        for topic, payload in published[2:]:
+            publisher.publish(topic, payload)
+        wait_for(service, lambda s: s.accepted + s.rejected == len(published))
+        assert service.wait_idle(WAIT_S)
+        stats = service.stats()
+        # Flushed per stored batch, before the acknowledgements: all there while running.
+        assert [(m.topic, m.payload) for m in read_recording(record_path)] == published
+        assert stats.messages_recorded == len(published)
+        assert stats.messages_not_recorded == 0
+        assert stats.service_messages_passed == 1
+    finally:
+        service.stop()
+    recorded = list(read_recording(record_path))
+    assert [(m.topic, m.payload) for m in recorded] == published
+    assert [m.line for m in recorded] == [1, 2, 3, 4, 5]
+    # The recorded receive time is the one the decoder used: the stored reading carries it.
+    readings = [record for batch in batches for record in batch if isinstance(record, GasReading)]
+    assert [reading.received_time_s for reading in readings] == [recorded[0].received_time_s]
+    assert '"payload_base64"' in record_path.read_text("ascii").splitlines()[2]
+
+
+def test_a_failing_recording_stops_and_is_reported_but_ingestion_goes_on(
+    mosquitto: MosquittoProcess,
+    tmp_path: Path,
+    site: Site,
+    store: FaultySQLiteStore,
+    publisher: Publisher,
+) -> None:
+    # /dev/full: opening and buffering work, every write to the device fails with ENOSPC.
+    full = Path("/dev/full")
+    if not full.exists():
+        pytest.skip("no /dev/full on this system")
+    service = start_service(mosquitto, tmp_path, site, store, record_path=full)
+    topic = device_topic(site.id, MessageKind.GAS, GAS_ID)
+    try:
+        publisher.publish(topic, gas_json(1))
+        stats = wait_for(service, lambda s: s.records_written == 1)
+        assert service.wait_idle(WAIT_S)  # the flush before the acknowledgement failed
+        publisher.publish(topic, gas_json(2))
+        stats = wait_for(service, lambda s: s.records_written == 2)
+        assert stats.messages_recorded == 1  # handed to the buffer before the failure
+        assert stats.messages_not_recorded == 1
+        assert stats.last_error is not None
+        assert "recording to /dev/full failed" in stats.last_error
+        assert stats.rejected == 0
     finally:
         service.stop()
