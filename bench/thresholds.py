@@ -1,0 +1,170 @@
+"""Gas readings per second through the vectorized alarm core against the per-reading reference.
+
+The baseline is :class:`~pipesentinel.detection.thresholds.SequentialGasAlarmEvaluator`, the
+straightforward one-reading-at-a-time specification of the same alarms (plain Python per
+reading). Both evaluate the same stream of readings, split into the same batches, in the same
+run; the figure of merit is the ratio of their rates, and both must produce the same transitions.
+The stream is a fleet of detectors sampling every 2 s: 0.5 % FS white noise around zero, with a
+few detectors seeing a rising then falling plume so that LOW, HIGH and RATE_OF_RISE transitions
+happen. Run with ``python -m bench.thresholds``; it prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipesentinel.alarm_config import GasSetpoints
+from pipesentinel.detection.gases import DEFAULT_LEL_BASIS
+from pipesentinel.detection.thresholds import (
+    EvaluationResult,
+    GasAlarmEvaluator,
+    SequentialGasAlarmEvaluator,
+    SetpointTable,
+)
+
+GOAL_RATIO = 50.0
+REPEATS = 3
+SAMPLE_PERIOD_S = 2.0
+FULL_SCALE_MOLE_FRACTION = 0.05  # 0-50000 ppm, the reference site's detectors
+NOISE_FRACTION_OF_FULL_SCALE = 0.005
+PLUME_PEAK_MOLE_FRACTION = 0.03  # 68 %LEL methane at the peak
+PLUME_FRACTION_OF_DETECTORS = 0.1
+# (detectors, readings per batch, batches): a site-sized fleet at several batch sizes, and a
+# large fleet.
+CASES: tuple[tuple[int, int, int], ...] = (
+    (30, 30, 200),
+    (30, 300, 40),
+    (30, 3000, 8),
+    (3000, 3000, 8),
+    (3000, 30000, 2),
+)
+
+Stream = tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]
+
+
+def stream(detectors: int, readings: int, rng: np.random.Generator) -> Stream:
+    """Round-robin readings of ``detectors`` every 2 s: noise, and a plume on a few of them."""
+    index = np.arange(readings)
+    detector = (index % detectors).astype(np.int64)
+    sample = index // detectors
+    time_s = sample * SAMPLE_PERIOD_S + detector * (SAMPLE_PERIOD_S / detectors)
+    noise = rng.normal(0.0, NOISE_FRACTION_OF_FULL_SCALE * FULL_SCALE_MOLE_FRACTION, (readings, 2))
+    duration_s = max(float(time_s[-1]), SAMPLE_PERIOD_S)
+    plumed = rng.random(detectors) < PLUME_FRACTION_OF_DETECTORS
+    # A triangular plume over the stream's duration, methane and a tenth of it as propane.
+    shape = 1.0 - np.abs(2.0 * time_s / duration_s - 1.0)
+    plume = np.where(plumed[detector], PLUME_PEAK_MOLE_FRACTION * shape, 0.0)
+    values = noise + np.column_stack([plume, 0.1 * plume])
+    return detector, time_s.astype(np.float64), values
+
+
+def table_of(detectors: int) -> SetpointTable:
+    return SetpointTable.from_setpoints(
+        [f"GD{index:05d}" for index in range(detectors)],
+        GasSetpoints(),
+        full_scale_mole_fraction=FULL_SCALE_MOLE_FRACTION,
+        sample_period_s=SAMPLE_PERIOD_S,
+        basis=DEFAULT_LEL_BASIS,
+    )
+
+
+def _evaluate_all(
+    evaluate: Callable[..., EvaluationResult], readings: Stream, batch: int
+) -> list[EvaluationResult]:
+    detector, time_s, values = readings
+    return [
+        evaluate(
+            detector[start : start + batch],
+            time_s[start : start + batch],
+            values[start : start + batch],
+        )
+        for start in range(0, detector.size, batch)
+    ]
+
+
+def _best_seconds(action: Callable[[], object]) -> float:
+    best = math.inf
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _signature(results: Sequence[EvaluationResult]) -> list[tuple[object, ...]]:
+    rows: list[tuple[object, ...]] = []
+    for number, result in enumerate(results):
+        found = result.transitions
+        rows += zip(
+            [number] * len(found),
+            found.reading_index.tolist(),
+            found.detector_index.tolist(),
+            found.gas_index.tolist(),
+            found.alarm_type.tolist(),
+            found.became_active.tolist(),
+            found.value_fraction_lel.tolist(),
+            strict=True,
+        )
+    return rows
+
+
+def case(detectors: int, batch: int, batches: int, rng: np.random.Generator) -> dict[str, object]:
+    """Rates of both implementations on the same stream, and whether they agree."""
+    readings = stream(detectors, batch * batches, rng)
+    table = table_of(detectors)
+
+    def vectorized() -> list[EvaluationResult]:
+        return _evaluate_all(GasAlarmEvaluator(table).evaluate, readings, batch)
+
+    def reference() -> list[EvaluationResult]:
+        return _evaluate_all(SequentialGasAlarmEvaluator(table).evaluate, readings, batch)
+
+    vector_results = vectorized()
+    reference_results = reference()
+    vector_seconds = _best_seconds(vectorized)
+    reference_seconds = _best_seconds(reference)
+    count = int(readings[0].size)
+    vector_rate = count / vector_seconds
+    reference_rate = count / reference_seconds
+    signature = _signature(vector_results)
+    return {
+        "detectors": detectors,
+        "batch_readings": batch,
+        "batches": batches,
+        "readings": count,
+        "transitions": len(signature),
+        "vectorized_readings_per_s": vector_rate,
+        "reference_readings_per_s": reference_rate,
+        "ratio": vector_rate / reference_rate,
+        "agree": signature == _signature(reference_results),
+    }
+
+
+def run(cases: Sequence[tuple[int, int, int]] = CASES) -> dict[str, object]:
+    """Measure every case; rates [readings s-1] and vectorized/reference ratios."""
+    rng = np.random.default_rng(20240603)
+    results = [case(detectors, batch, batches, rng) for detectors, batch, batches in cases]
+    ratios = [result["ratio"] for result in results if isinstance(result["ratio"], float)]
+    return {
+        "benchmark": "thresholds.GasAlarmEvaluator.evaluate",
+        "baseline": "thresholds.SequentialGasAlarmEvaluator.evaluate (per reading, same stream)",
+        "cases": results,
+        "min_ratio": min(ratios),
+        "goal": GOAL_RATIO,
+        "met": all(ratio >= GOAL_RATIO for ratio in ratios),
+        "all_agree": all(result["agree"] is True for result in results),
+        "repeats_best_of": REPEATS,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))

@@ -1,0 +1,1062 @@
+"""Vectorized gas alarm thresholds: LOW, HIGH and RATE_OF_RISE for every detector and gas.
+
+The state of every gas detector x gas (methane, propane) x alarm type lives in numpy arrays, and a
+batch of readings is evaluated without a per-reading Python loop. The result is exactly what
+processing the readings one at a time in time order gives (:class:`SequentialGasAlarmEvaluator`
+is that straightforward per-reading specification; the tests prove the equivalence with
+hypothesis, and ``bench/thresholds.py`` uses it as the baseline).
+
+Semantics, per detector ``d`` and gas ``g`` (amounts are mole fractions [mol mol-1] inside;
+alarm levels are fractions of the LEL [1] on the evaluator's :class:`LelBasis`):
+
+* **Acceptance**: a reading whose time is not later than the last accepted reading of its
+  detector is refused (returned in ``EvaluationResult.out_of_order_index``, never silently).
+* **Validity**: a reading is invalid for gas ``g`` when the caller flags it (device status not
+  ok, or a health fault as a boolean mask) or when the detector does not monitor ``g``. An
+  invalid reading never makes a condition active and does not update the gas state: conditions
+  and alarms hold, and the pair is reported as *held by fault*. The next valid reading starts
+  its on/off delay afresh (a fault interrupts the evidence).
+* **Clipping**: negative readings (noise around zero, under-range) are clipped at 0 for the
+  alarm comparison and the statistics; the raw value is kept (:attr:`latest_raw_mole_fraction`)
+  for the health checks.
+* **Condition** (a Schmitt trigger): for LOW and HIGH the value is ``x / LEL``; it becomes true
+  at ``value >= set point`` and false at ``value < set point - deadband``; in between it holds.
+  For RATE_OF_RISE the value is the least-squares slope of ``x / LEL`` against time over the
+  readings of the last ``rate_of_rise_window_s`` (at most ``capacity`` of them) [s-1]; it is
+  undefined (the condition is false) until the window holds ``RATE_OF_RISE_MIN_SAMPLES`` valid
+  readings spanning ``RATE_OF_RISE_MIN_SPAN_FRACTION`` of the window.
+* **Delays**: the alarm becomes active at a valid reading where the condition has held for at
+  least ``on_delay_s`` (since the first valid reading of the current run of the condition), and
+  clears at a valid reading where it has been absent for at least ``off_delay_s``.
+
+The batch scheme: readings are laid out as a (detector, k-th reading) matrix; every sequential
+dependency (running maximum of times, the Schmitt trigger, run starts, the alarm latch) is a
+"last decisive event" along the k axis, computed with ``np.maximum.accumulate`` on indices; the
+rate-of-rise windows are strided views of (ring buffer + batch), summed sequentially along the
+window axis so that the arithmetic is that of the per-reading loop, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from pipesentinel.alarm_config import AlarmConfig, GasSetpoints
+from pipesentinel.detection._arrays import BoolArray, FloatArray, IntArray, as_float_array
+from pipesentinel.detection.gases import LelBasis, lower_explosive_limit
+from pipesentinel.ingest.records import DeviceStatus, GasReading
+from pipesentinel.site import Gas, Site
+from pipesentinel.units import PPM
+
+__all__ = [
+    "ELEVATED_NOISE_SIGMAS",
+    "GASES",
+    "RATE_OF_RISE_MIN_SAMPLES",
+    "RATE_OF_RISE_MIN_SPAN_FRACTION",
+    "AlarmTransition",
+    "AlarmTransitions",
+    "AlarmType",
+    "EvaluationResult",
+    "GasAlarmEvaluator",
+    "RecentGasStatistics",
+    "SequentialGasAlarmEvaluator",
+    "SetpointTable",
+]
+
+GASES: Final[tuple[Gas, ...]] = tuple(Gas)  # gas axis order of every array: methane, propane
+
+
+class AlarmType(IntEnum):
+    """Alarm types; the integer is the index of the last axis of the state arrays."""
+
+    LOW = 0
+    HIGH = 1
+    RATE_OF_RISE = 2
+
+
+ALARM_TYPES: Final[tuple[AlarmType, ...]] = tuple(AlarmType)
+
+# The slope needs this many valid readings spanning this fraction of the window before it is
+# defined. With 0.5 % FS noise on a 0-5 %vol detector (1.5 %LEL propane, 1 sigma), 3/4 of a 60 s
+# window is 23 samples at 2 s (slope sigma 1.4 %LEL min-1, the default set point 10 %LEL min-1 is
+# 7 sigma) or 10 samples at 5 s (1.9 %LEL min-1, 5 sigma). A design choice: a shorter span makes
+# the slope too noisy right after start-up or a fault.
+RATE_OF_RISE_MIN_SAMPLES: Final = 3
+RATE_OF_RISE_MIN_SPAN_FRACTION: Final = 0.75
+# "Elevated" (a sub-alarm reading the localisation uses): the recent mean is at least this many
+# noise standard deviations above the background baseline. Three sigma: a one-sided false rate
+# of 0.13 % for a single sample, far less for a mean. Common detection-limit convention (IUPAC
+# limit of detection, k = 3).
+ELEVATED_NOISE_SIGMAS: Final = 3.0
+# Background baseline: detectors are zeroed in ambient air (zero calibration), so ambient methane
+# (about 1.9 ppm) and propane read zero. A per-site learnt baseline is not implemented.
+BACKGROUND_MOLE_FRACTION: Final = 0.0
+# Ring buffer margin: readings per window beyond window / sample period (timestamp jitter, the
+# reading at the window's start).
+RING_MARGIN_READINGS: Final = 2
+_NO_EVENT: Final = -1
+ScalarT = TypeVar("ScalarT", bound=np.generic)
+
+
+def _default_capacity(window_s: FloatArray, sample_period_s: FloatArray) -> int:
+    if window_s.size == 0:
+        return RING_MARGIN_READINGS + 1
+    per_detector = np.max(window_s, axis=1) / sample_period_s
+    return math.ceil(float(np.max(per_detector))) + RING_MARGIN_READINGS
+
+
+# --------------------------------------------------------------------------------------------
+# Set points as arrays
+
+
+@dataclass(frozen=True)
+class SetpointTable:
+    """Per-detector, per-gas set points as arrays (detector axis first, gas axis in ``GASES``).
+
+    Attributes
+    ----------
+    detector_ids
+        Detector ids, the order of the detector axis.
+    lel_basis
+        Basis of every fraction of the LEL here.
+    lel_mole_fraction
+        LEL of each gas on ``lel_basis``, shape (G,) [mol mol-1].
+    monitored
+        Whether the detector measures the gas, shape (n, G).
+    setpoint
+        Set points, shape (n, G, 3): LOW and HIGH [1], RATE_OF_RISE [s-1] (fractions of the LEL).
+    clear_level
+        The condition clears strictly below this, shape (n, G, 3) (set point - deadband).
+    on_delay_s, off_delay_s
+        Delays, shape (n, G) [s].
+    window_s
+        Rate-of-rise and recent-mean window, shape (n, G) [s].
+    noise_std_mole_fraction
+        Detector white noise, 1 sigma, shape (n, G) [mol mol-1].
+    sample_period_s
+        Nominal sample period, shape (n,) [s]; sizes the ring buffer.
+    """
+
+    detector_ids: tuple[str, ...]
+    lel_basis: LelBasis
+    lel_mole_fraction: FloatArray
+    monitored: BoolArray
+    setpoint: FloatArray
+    clear_level: FloatArray
+    on_delay_s: FloatArray
+    off_delay_s: FloatArray
+    window_s: FloatArray
+    noise_std_mole_fraction: FloatArray
+    sample_period_s: FloatArray
+
+    def __post_init__(self) -> None:
+        for name in (
+            "lel_mole_fraction",
+            "monitored",
+            "setpoint",
+            "clear_level",
+            "on_delay_s",
+            "off_delay_s",
+            "window_s",
+            "noise_std_mole_fraction",
+            "sample_period_s",
+        ):
+            array = np.array(getattr(self, name), copy=True)
+            array.setflags(write=False)
+            object.__setattr__(self, name, array)
+
+    @property
+    def detector_count(self) -> int:
+        """Number of detectors."""
+        return len(self.detector_ids)
+
+    @classmethod
+    def from_setpoints(
+        cls,
+        detector_ids: Sequence[str],
+        setpoints: Sequence[Mapping[Gas, GasSetpoints]] | GasSetpoints,
+        *,
+        full_scale_mole_fraction: npt.ArrayLike,
+        sample_period_s: npt.ArrayLike,
+        basis: LelBasis,
+        monitored: npt.ArrayLike | None = None,
+    ) -> SetpointTable:
+        """Build the arrays from resolved set points.
+
+        Parameters
+        ----------
+        detector_ids
+            Detector ids (unique).
+        setpoints
+            One mapping gas -> :class:`GasSetpoints` per detector, or one :class:`GasSetpoints`
+            for every detector and gas.
+        full_scale_mole_fraction
+            Full scale of each detector, shape (n,) or scalar [mol mol-1].
+        sample_period_s
+            Nominal sample period of each detector, shape (n,) or scalar [s].
+        basis
+            LEL basis of the set points.
+        monitored
+            Whether each detector measures each gas, shape (n, G); default all.
+        """
+        ids = tuple(detector_ids)
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"detector_ids must be unique, got {ids}")
+        count = len(ids)
+        if isinstance(setpoints, GasSetpoints):
+            rows: Sequence[Mapping[Gas, GasSetpoints]] = [dict.fromkeys(GASES, setpoints)] * count
+        else:
+            rows = setpoints
+        if len(rows) != count:
+            raise ValueError(f"setpoints has {len(rows)} entries for {count} detectors")
+
+        def field(name: str) -> FloatArray:
+            values = [[getattr(row[gas], name) for gas in GASES] for row in rows]
+            return np.asarray(values, dtype=np.float64).reshape(count, len(GASES))
+
+        low, high = field("low_fraction_lel"), field("high_fraction_lel")
+        deadband = field("deadband_fraction_lel")
+        rate = field("rate_of_rise_fraction_lel_per_s")
+        rate_deadband = field("rate_of_rise_deadband_fraction_lel_per_s")
+        full_scale = np.broadcast_to(
+            as_float_array(full_scale_mole_fraction, "full_scale_mole_fraction"), (count,)
+        )
+        period = np.broadcast_to(as_float_array(sample_period_s, "sample_period_s"), (count,))
+        if np.any(period <= 0.0):
+            raise ValueError(f"sample_period_s must be > 0, got {period}")
+        mask = (
+            np.ones((count, len(GASES)), dtype=np.bool_)
+            if monitored is None
+            else np.broadcast_to(np.asarray(monitored, dtype=np.bool_), (count, len(GASES)))
+        )
+        return cls(
+            detector_ids=ids,
+            lel_basis=LelBasis(basis),
+            lel_mole_fraction=np.array([lower_explosive_limit(gas, basis=basis) for gas in GASES]),
+            monitored=mask,
+            setpoint=np.stack([low, high, rate], axis=-1),
+            clear_level=np.stack([low - deadband, high - deadband, rate - rate_deadband], axis=-1),
+            on_delay_s=field("on_delay_s"),
+            off_delay_s=field("off_delay_s"),
+            window_s=field("rate_of_rise_window_s"),
+            noise_std_mole_fraction=field("noise_std_fraction_of_full_scale")
+            * full_scale[:, np.newaxis],
+            sample_period_s=period,
+        )
+
+    @classmethod
+    def for_site(cls, site: Site, config: AlarmConfig, *, basis: LelBasis) -> SetpointTable:
+        """The table of every gas detector of ``site`` (site order) from its alarm config.
+
+        ``ValueError`` if the config was resolved for another site or states another LEL basis.
+        """
+        if config.site_id != site.id:
+            raise ValueError(
+                f"alarm configuration of site {config.site_id!r} used for site {site.id!r}"
+            )
+        if config.lel_basis is not None and config.lel_basis != LelBasis(basis):
+            raise ValueError(
+                f"{config.source}: lel_basis: the set points are on {config.lel_basis.value!r} "
+                f"but the evaluator runs on {LelBasis(basis).value!r} (settings.lel_basis)"
+            )
+        detectors = site.gas_detectors
+        return cls.from_setpoints(
+            [detector.id for detector in detectors],
+            [{gas: config.for_detector(d.id, gas) for gas in GASES} for d in detectors],
+            full_scale_mole_fraction=[PPM.to_si(d.full_scale_ppm) for d in detectors],
+            sample_period_s=[d.sample_period_s for d in detectors],
+            basis=basis,
+            monitored=[[gas in d.gases for gas in GASES] for d in detectors],
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+
+
+@dataclass(frozen=True)
+class AlarmTransition:
+    """One alarm that became active or cleared.
+
+    ``value_fraction_lel`` and ``setpoint_fraction_lel`` are fractions of the LEL [1] for LOW and
+    HIGH and fractions of the LEL per second [s-1] for RATE_OF_RISE (``nan`` when a rate-of-rise
+    alarm clears because the slope became undefined). ``lel_basis`` says which LEL.
+    """
+
+    detector_id: str
+    gas: Gas
+    alarm: AlarmType
+    became_active: bool
+    time_s: float
+    value_fraction_lel: float
+    setpoint_fraction_lel: float
+    lel_basis: LelBasis
+
+
+@dataclass(frozen=True)
+class AlarmTransitions:
+    """The transitions of one batch as arrays, in reading order, then gas, then alarm type.
+
+    Attributes
+    ----------
+    lel_basis
+        LEL basis of every fraction of the LEL here.
+    reading_index
+        Index of the reading in the batch that caused each transition.
+    detector_index, gas_index, alarm_type
+        Which detector (table order), gas (``GASES`` order) and :class:`AlarmType` code.
+    became_active
+        True: became active; false: cleared.
+    time_s
+        Time of the reading [s].
+    value_fraction_lel, setpoint_fraction_lel
+        Value and set point (see :class:`AlarmTransition` for units).
+    """
+
+    lel_basis: LelBasis
+    reading_index: IntArray
+    detector_index: IntArray
+    gas_index: IntArray
+    alarm_type: IntArray
+    became_active: BoolArray
+    time_s: FloatArray
+    value_fraction_lel: FloatArray
+    setpoint_fraction_lel: FloatArray
+
+    def __len__(self) -> int:
+        return int(self.reading_index.size)
+
+    def to_list(self, detector_ids: Sequence[str]) -> list[AlarmTransition]:
+        """The transitions as objects (a handful per batch), ids from the table's order."""
+        return [
+            AlarmTransition(
+                detector_id=detector_ids[int(detector)],
+                gas=GASES[int(gas)],
+                alarm=AlarmType(int(alarm)),
+                became_active=bool(active),
+                time_s=float(time),
+                value_fraction_lel=float(value),
+                setpoint_fraction_lel=float(setpoint),
+                lel_basis=self.lel_basis,
+            )
+            for detector, gas, alarm, active, time, value, setpoint in zip(
+                self.detector_index,
+                self.gas_index,
+                self.alarm_type,
+                self.became_active,
+                self.time_s,
+                self.value_fraction_lel,
+                self.setpoint_fraction_lel,
+                strict=True,
+            )
+        ]
+
+    @classmethod
+    def empty(cls, basis: LelBasis) -> AlarmTransitions:
+        """No transitions."""
+        integers = np.zeros(0, dtype=np.int64)
+        floats = np.zeros(0, dtype=np.float64)
+        return cls(
+            basis,
+            integers,
+            integers,
+            integers,
+            integers,
+            np.zeros(0, dtype=np.bool_),
+            floats,
+            floats,
+            floats,
+        )
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What one batch evaluation produced.
+
+    Attributes
+    ----------
+    transitions
+        Alarms that became active or cleared.
+    out_of_order_index
+        Batch indices of readings refused because their time was not later than the last
+        accepted reading of their detector.
+    """
+
+    transitions: AlarmTransitions
+    out_of_order_index: IntArray
+
+
+@dataclass(frozen=True)
+class RecentGasStatistics:
+    """Recent statistics per detector and gas, for the localisation (arrays (n, G) unless said).
+
+    Attributes
+    ----------
+    mean_mole_fraction
+        Time-weighted mean of the valid readings in the window (each held until the next one or
+        ``now``; clipped at 0) [mol mol-1]; ``nan`` without readings.
+    sample_count
+        Number of valid readings in the window.
+    last_time_s
+        Time of the latest valid reading [s] (``nan`` if none).
+    latest_mole_fraction
+        Latest valid reading, clipped at 0 [mol mol-1] (``nan`` if none).
+    elevated
+        Mean at least ``ELEVATED_NOISE_SIGMAS`` noise sigma above the background but below the
+        LOW set point: a sub-alarm signal.
+    window_s
+        The window used [s].
+    """
+
+    mean_mole_fraction: FloatArray
+    sample_count: IntArray
+    last_time_s: FloatArray
+    latest_mole_fraction: FloatArray
+    elevated: BoolArray
+    window_s: FloatArray
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks shared by both evaluators
+
+
+def _batch_arrays(
+    table: SetpointTable,
+    detector_index: npt.ArrayLike,
+    time_s: npt.ArrayLike,
+    mole_fraction: npt.ArrayLike,
+    invalid: npt.ArrayLike | None,
+) -> tuple[IntArray, FloatArray, FloatArray, BoolArray]:
+    """Checked arrays: detector (N,), time (N,), mole fraction (N, G), valid (N, G)."""
+    detectors = np.asarray(detector_index)
+    if detectors.dtype == np.bool_ or not np.issubdtype(detectors.dtype, np.integer):
+        raise ValueError(f"detector_index must be integers, got dtype {detectors.dtype}")
+    detectors = detectors.astype(np.int64).reshape(-1)
+    count = detectors.size
+    if count and (detectors.min() < 0 or detectors.max() >= table.detector_count):
+        bad = detectors[(detectors < 0) | (detectors >= table.detector_count)]
+        raise ValueError(
+            f"detector_index must be in 0..{table.detector_count - 1}, got e.g. {int(bad[0])}"
+        )
+    times = as_float_array(time_s, "time_s").reshape(-1)
+    if times.size != count:
+        raise ValueError(f"time_s has {times.size} values for {count} readings")
+    amounts = as_float_array(mole_fraction, "mole_fraction")
+    if amounts.shape != (count, len(GASES)):
+        raise ValueError(
+            f"mole_fraction must have shape ({count}, {len(GASES)}) (readings, gases "
+            f"{[gas.value for gas in GASES]}), got {amounts.shape}"
+        )
+    if invalid is None:
+        flagged = np.zeros((count, len(GASES)), dtype=np.bool_)
+    else:
+        raw = np.asarray(invalid)
+        if raw.dtype != np.bool_:
+            raise ValueError(f"invalid must be a boolean mask, got dtype {raw.dtype}")
+        if raw.shape == (count,):
+            raw = raw[:, np.newaxis]
+        try:
+            flagged = np.broadcast_to(raw, (count, len(GASES)))
+        except ValueError as error:
+            raise ValueError(
+                f"invalid must have shape ({count},) or ({count}, {len(GASES)}), got {raw.shape}"
+            ) from error
+    valid = ~flagged & table.monitored[detectors]
+    return detectors, times, amounts, valid
+
+
+def _readings_arrays(
+    table: SetpointTable, readings: Sequence[GasReading], fault: npt.ArrayLike | None
+) -> tuple[IntArray, FloatArray, FloatArray, BoolArray]:
+    """Arrays from records; a reading whose status is not ok is invalid for every gas."""
+    index = {detector_id: position for position, detector_id in enumerate(table.detector_ids)}
+    detectors = np.empty(len(readings), dtype=np.int64)
+    for position, reading in enumerate(readings):
+        found = index.get(reading.device_id)
+        if found is None:
+            raise ValueError(
+                f"gas reading {position} (site {reading.site_id!r}, time {reading.time_s}): "
+                f"unknown detector {reading.device_id!r}"
+            )
+        detectors[position] = found
+    times = np.fromiter((reading.time_s for reading in readings), np.float64, len(readings))
+    amounts = np.array(
+        [(reading.methane_mole_fraction, reading.propane_mole_fraction) for reading in readings],
+        dtype=np.float64,
+    ).reshape(len(readings), len(GASES))
+    status_bad = np.fromiter(
+        (reading.status is not DeviceStatus.OK for reading in readings), np.bool_, len(readings)
+    )
+    invalid = status_bad[:, np.newaxis]
+    if fault is not None:
+        mask = np.asarray(fault)
+        if mask.dtype != np.bool_:
+            raise ValueError(f"fault must be a boolean mask, got dtype {mask.dtype}")
+        if mask.shape == (len(readings),):
+            mask = mask[:, np.newaxis]
+        invalid = invalid | mask
+    return detectors, times, amounts, np.broadcast_to(invalid, (len(readings), len(GASES)))
+
+
+# --------------------------------------------------------------------------------------------
+# The vectorized evaluator
+
+
+def _last_event(events: BoolArray) -> IntArray:
+    """Index along axis 1 of the latest true entry at or before each position; -1 if none."""
+    positions = np.arange(events.shape[1]).reshape((1, -1) + (1,) * (events.ndim - 2))
+    return np.maximum.accumulate(np.where(events, positions, _NO_EVENT), axis=1)
+
+
+def _fill(
+    events: BoolArray, values: npt.NDArray[ScalarT], initial: npt.NDArray[ScalarT]
+) -> npt.NDArray[ScalarT]:
+    """Value at the latest event at or before each position along axis 1, else ``initial``."""
+    last = _last_event(events)
+    taken = np.take_along_axis(values, np.maximum(last, 0), axis=1)
+    filled: npt.NDArray[ScalarT] = np.where(last >= 0, taken, np.expand_dims(initial, 1))
+    return filled
+
+
+def _shifted(values: npt.NDArray[ScalarT], initial: npt.NDArray[ScalarT]) -> npt.NDArray[ScalarT]:
+    """``values`` moved one step along axis 1, ``initial`` in front (the previous position)."""
+    return np.concatenate((np.expand_dims(initial, 1), values[:, :-1]), axis=1)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A batch as a (row, k) matrix: row = a detector present, k = its k-th accepted reading."""
+
+    rows: IntArray  # detector index of each row, (R,)
+    compact: IntArray  # batch index of the k-th accepted reading of each row, -1 after, (R, K)
+    accepted_count: IntArray  # (R,)
+    out_of_order: IntArray  # batch indices refused (time not later than the detector's last)
+
+    @property
+    def width(self) -> int:
+        """K, the most accepted readings of one detector."""
+        return int(self.compact.shape[1])
+
+    @classmethod
+    def of(cls, detectors: IntArray, times: FloatArray, last_time_s: FloatArray) -> _Layout:
+        """Group by detector (stable, batch order kept), refuse out-of-order, compact left."""
+        if detectors.size == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(empty, np.zeros((0, 0), dtype=np.int64), empty, empty)
+        order = np.argsort(detectors, kind="stable")
+        rows, first, counts = np.unique(detectors[order], return_index=True, return_counts=True)
+        row_of = np.repeat(np.arange(rows.size), counts)
+        rank = np.arange(detectors.size) - np.repeat(first, counts)
+        layout = np.full((rows.size, int(counts.max())), _NO_EVENT, dtype=np.int64)
+        layout[row_of, rank] = order
+        padded = layout < 0
+        batch_times = np.where(padded, -np.inf, times[layout])
+        previous = last_time_s[rows]
+        before = np.maximum(
+            _shifted(np.maximum.accumulate(batch_times, axis=1), previous),
+            previous[:, np.newaxis],
+        )
+        accepted = ~padded & (batch_times > before)
+        accepted_count = accepted.sum(axis=1)
+        position = np.cumsum(accepted, axis=1) - 1
+        compact = np.full((rows.size, int(accepted_count.max())), _NO_EVENT, dtype=np.int64)
+        compact[np.nonzero(accepted)[0], position[accepted]] = layout[accepted]
+        return cls(
+            rows=rows.astype(np.int64),
+            compact=compact,
+            accepted_count=accepted_count.astype(np.int64),
+            out_of_order=np.sort(layout[~padded & ~accepted]).astype(np.int64),
+        )
+
+
+@dataclass(frozen=True)
+class _Ring:
+    """Ring buffer contents followed by a batch, per row: (R, C + K) and (R, C + K, G)."""
+
+    time_s: FloatArray
+    mole_fraction: FloatArray
+    valid: BoolArray
+
+
+@dataclass(frozen=True)
+class _Advanced:
+    """Alarm state after each reading, (R, K, G, 3), and the set points, (R, 1, G, 3)."""
+
+    condition: BoolArray
+    run_start_s: FloatArray
+    active: BoolArray
+    changed: BoolArray
+    setpoint: FloatArray
+
+
+def _transitions(
+    table: SetpointTable,
+    layout: _Layout,
+    *,
+    t: FloatArray,
+    value: FloatArray,
+    advanced: _Advanced,
+) -> AlarmTransitions:
+    """The changed entries as arrays, in batch order, then gas, then alarm type."""
+    row, k, gas, alarm = np.nonzero(advanced.changed)
+    reading = layout.compact[row, k]
+    order = np.lexsort((alarm, gas, reading))
+    row, k, gas, alarm, reading = row[order], k[order], gas[order], alarm[order], reading[order]
+    return AlarmTransitions(
+        lel_basis=table.lel_basis,
+        reading_index=reading.astype(np.int64),
+        detector_index=layout.rows[row],
+        gas_index=gas.astype(np.int64),
+        alarm_type=alarm.astype(np.int64),
+        became_active=advanced.active[row, k, gas, alarm],
+        time_s=t[row, k],
+        value_fraction_lel=value[row, k, gas, alarm],
+        setpoint_fraction_lel=advanced.setpoint[row, 0, gas, alarm],
+    )
+
+
+class GasAlarmEvaluator:
+    """Gas alarm state of every detector x gas x alarm type, evaluated in vectorized batches.
+
+    Parameters
+    ----------
+    table
+        Set points (detector order, LEL basis).
+    capacity
+        Readings kept per detector for the rate-of-rise window and the recent mean; default:
+        enough for the longest window at the nominal sample period plus a margin. A detector
+        reporting faster than that has its window shortened to its last ``capacity`` readings.
+    """
+
+    def __init__(self, table: SetpointTable, *, capacity: int | None = None) -> None:
+        self.table = table
+        self.capacity = (
+            _default_capacity(table.window_s, table.sample_period_s)
+            if capacity is None
+            else int(capacity)
+        )
+        if self.capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        n, g, a = table.detector_count, len(GASES), len(ALARM_TYPES)
+        self._last_time_s = np.full(n, -np.inf)
+        self._ring_time_s = np.full((n, self.capacity), np.nan)
+        self._ring_mole_fraction = np.zeros((n, self.capacity, g))
+        self._ring_valid = np.zeros((n, self.capacity, g), dtype=np.bool_)
+        self._condition = np.zeros((n, g, a), dtype=np.bool_)
+        self._run_start_s = np.full((n, g, a), -np.inf)
+        self._active = np.zeros((n, g, a), dtype=np.bool_)
+        self._broken = np.ones((n, g), dtype=np.bool_)  # no valid reading yet / after a fault
+        self._held = np.zeros((n, g), dtype=np.bool_)
+        self._latest_raw = np.full((n, g), np.nan)
+        self._rate = np.full((n, g), np.nan)
+
+    # ---- accessors
+
+    @property
+    def lel_basis(self) -> LelBasis:
+        """Basis of every fraction of the LEL this evaluator reports."""
+        return self.table.lel_basis
+
+    @property
+    def active(self) -> BoolArray:
+        """Active alarms, shape (n, G, 3) (``AlarmType`` order on the last axis); a copy."""
+        return self._active.copy()
+
+    @property
+    def held_by_fault(self) -> BoolArray:
+        """Detector x gas whose latest reading was invalid (state held), shape (n, G)."""
+        return self._held.copy()
+
+    @property
+    def active_held_by_fault(self) -> BoolArray:
+        """Active alarms whose detector x gas is held by a fault, shape (n, G, 3)."""
+        return self._active & self._held[..., np.newaxis]
+
+    @property
+    def latest_raw_mole_fraction(self) -> FloatArray:
+        """Raw (unclipped) latest accepted reading, valid or not, shape (n, G) [mol mol-1]."""
+        return self._latest_raw.copy()
+
+    @property
+    def rate_of_rise_fraction_lel_per_s(self) -> FloatArray:
+        """Latest rate-of-rise slope, shape (n, G) [s-1] (fraction of the LEL); nan if none."""
+        return self._rate.copy()
+
+    def recent(
+        self, *, window_s: npt.ArrayLike | None = None, now_s: npt.ArrayLike | None = None
+    ) -> RecentGasStatistics:
+        """Recent statistics per detector and gas from the ring buffer.
+
+        Parameters
+        ----------
+        window_s
+            Window length, scalar or (n, G) [s]; default the table's ``window_s``. Only the
+            last ``capacity`` readings of a detector are kept.
+        now_s
+            End of the window, scalar or (n,) [s]; default each detector's latest reading.
+        """
+        table = self.table
+        window = table.window_s if window_s is None else as_float_array(window_s, "window_s")
+        window = np.broadcast_to(window, table.window_s.shape)
+        now = self._last_time_s if now_s is None else as_float_array(now_s, "now_s")
+        now = np.broadcast_to(now, self._last_time_s.shape)[:, np.newaxis, np.newaxis]
+        times = self._ring_time_s[..., np.newaxis]  # (n, C, 1)
+        valid = self._ring_valid & (times <= now)
+        inside = valid & (times > now - window[:, np.newaxis, :])
+        # Each reading holds until the next valid one of its gas (or now).
+        following = np.where(valid, times, np.inf)[:, ::-1]
+        following = np.minimum.accumulate(following, axis=1)[:, ::-1]
+        following = np.concatenate((following[:, 1:], np.full_like(following[:, :1], np.inf)), 1)
+        held_until = np.minimum(following, now)
+        weights = np.where(inside, held_until - times, 0.0)
+        values = self._ring_mole_fraction
+        count = inside.sum(axis=1)
+        weight_sum = weights.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weighted = (weights * values).sum(axis=1) / weight_sum
+            plain = np.where(inside, values, 0.0).sum(axis=1) / count
+        mean = np.where(weight_sum > 0.0, weighted, plain)
+        mean = np.where(count > 0, mean, np.nan)
+        last_slot = np.where(self._ring_valid, np.arange(self.capacity)[:, np.newaxis], -1)
+        last_slot = last_slot.max(axis=1)  # (n, G)
+        has = last_slot >= 0
+        slot = np.maximum(last_slot, 0)
+        rows = np.arange(table.detector_count)[:, np.newaxis]
+        latest = np.where(has, values[rows, slot, np.arange(len(GASES))], np.nan)
+        last_time = np.where(has, self._ring_time_s[rows, slot], np.nan)
+        floor = BACKGROUND_MOLE_FRACTION + ELEVATED_NOISE_SIGMAS * table.noise_std_mole_fraction
+        low = table.setpoint[..., AlarmType.LOW] * table.lel_mole_fraction
+        elevated = (count > 0) & (mean >= floor) & (mean < low)
+        return RecentGasStatistics(
+            mean_mole_fraction=mean,
+            sample_count=count.astype(np.int64),
+            last_time_s=last_time,
+            latest_mole_fraction=latest,
+            elevated=np.asarray(elevated, dtype=np.bool_),
+            window_s=np.array(window),
+        )
+
+    # ---- evaluation
+
+    def evaluate_readings(
+        self, readings: Sequence[GasReading], *, fault: npt.ArrayLike | None = None
+    ) -> EvaluationResult:
+        """Evaluate validated gas records (as the ingest hands them on), in time order per device.
+
+        A reading whose ``status`` is not ok is invalid; ``fault`` (shape (N,) or (N, G), bool)
+        flags more, e.g. from the health checks.
+        """
+        detectors, times, amounts, invalid = _readings_arrays(self.table, readings, fault)
+        return self.evaluate(detectors, times, amounts, invalid=invalid)
+
+    def evaluate(
+        self,
+        detector_index: npt.ArrayLike,
+        time_s: npt.ArrayLike,
+        mole_fraction: npt.ArrayLike,
+        *,
+        invalid: npt.ArrayLike | None = None,
+    ) -> EvaluationResult:
+        """Evaluate a batch of readings; the state advances; only transitions are returned.
+
+        Parameters
+        ----------
+        detector_index
+            Detector of each reading (table order), shape (N,).
+        time_s
+            Time of each reading, shape (N,) [s]; in time order per detector.
+        mole_fraction
+            Readings, shape (N, G), gases in ``GASES`` order [mol mol-1]; negatives allowed.
+        invalid
+            Readings not to be trusted (status not ok, health fault), shape (N,) or (N, G).
+        """
+        table = self.table
+        detectors, times, amounts, valid_in = _batch_arrays(
+            table, detector_index, time_s, mole_fraction, invalid
+        )
+        layout = _Layout.of(detectors, times, self._last_time_s)
+        if layout.width == 0:
+            return EvaluationResult(AlarmTransitions.empty(table.lel_basis), layout.out_of_order)
+        rows = layout.rows
+        filled = layout.compact >= 0
+        source = np.maximum(layout.compact, 0)
+        t = np.where(filled, times[source], np.nan)  # (R, K)
+        raw = amounts[source]  # (R, K, G)
+        valid = filled[..., np.newaxis] & valid_in[source]
+        clipped = np.maximum(raw, 0.0)
+        lel = table.lel_mole_fraction
+
+        # Ring buffer followed by the batch: each reading's window is the `capacity` entries
+        # ending at it (strided views, no copy).
+        extended = _Ring(
+            np.concatenate((self._ring_time_s[rows], t), axis=1),
+            np.concatenate((self._ring_mole_fraction[rows], clipped), axis=1),
+            np.concatenate((self._ring_valid[rows], valid), axis=1),
+        )
+        slope_fraction = self._slopes(rows, t, extended) / lel
+        level = clipped / lel
+        value = np.stack((level, level, slope_fraction), axis=-1)  # (R, K, G, 3)
+        advanced = self._advance(rows, t, value, valid)
+
+        transitions = _transitions(self.table, layout, t=t, value=value, advanced=advanced)
+        self._store(layout, extended, raw)
+        last = (np.arange(rows.size), layout.accepted_count - 1)
+        has = layout.accepted_count > 0
+        updated = rows[has]
+        self._condition[updated] = advanced.condition[last][has]
+        self._run_start_s[updated] = advanced.run_start_s[last][has]
+        self._active[updated] = advanced.active[last][has]
+        last_valid = valid[last][has]
+        self._broken[updated] = ~last_valid
+        self._held[updated] = ~last_valid & table.monitored[updated]
+        self._rate[updated] = np.where(last_valid, slope_fraction[last][has], self._rate[updated])
+        return EvaluationResult(transitions, layout.out_of_order)
+
+    def _advance(
+        self, rows: IntArray, t: FloatArray, value: FloatArray, valid: BoolArray
+    ) -> _Advanced:
+        """Schmitt trigger, run starts and the delayed alarm latch along the reading axis."""
+        table = self.table
+        setpoint = table.setpoint[rows][:, np.newaxis]  # (R, 1, G, 3)
+        clear = table.clear_level[rows][:, np.newaxis]
+        valid_a = valid[..., np.newaxis]
+        above = valid_a & (value >= setpoint)
+        below = valid_a & ~(value >= clear)  # includes an undefined (nan) slope
+        initial = self._condition[rows]
+        condition = _fill(above | below, above, initial)
+        previous_valid = _shifted(valid, ~self._broken[rows])[..., np.newaxis]
+        new_run = valid_a & ((condition != _shifted(condition, initial)) | ~previous_valid)
+        t_a = t[:, :, np.newaxis, np.newaxis]
+        run_start = _fill(new_run, np.broadcast_to(t_a, new_run.shape), self._run_start_s[rows])
+        elapsed = t_a - run_start
+        on = valid_a & condition & (elapsed >= table.on_delay_s[rows][:, np.newaxis, :, None])
+        off = valid_a & ~condition & (elapsed >= table.off_delay_s[rows][:, np.newaxis, :, None])
+        active = _fill(on | off, on, self._active[rows])
+        changed = active != _shifted(active, self._active[rows])
+        return _Advanced(condition, run_start, active, changed, setpoint)
+
+    def _slopes(self, rows: IntArray, t: FloatArray, extended: _Ring) -> FloatArray:
+        """Least-squares slope over each reading's window, (R, K, G) [mol mol-1 s-1].
+
+        ``nan`` where not defined. The sums run sequentially along the window, slot by slot
+        (not numpy's pairwise summation), in the order of the per-reading reference, so the
+        result is the reference's bit for bit.
+        """
+        readings = t.shape[1]
+        window = self.table.window_s[rows][:, np.newaxis, :]  # (R, 1, G)
+        shape = (*t.shape, window.shape[-1])  # (R, K, G)
+        count, sum_t, sum_x, sum_tt, sum_tx, earliest = (np.zeros(shape) for _ in range(6))
+        # One vectorized step per window slot (a fixed, small number), oldest slot first: the
+        # window of the k-th reading is extended[k + 1 : k + 1 + capacity].
+        for slot in range(self.capacity):
+            columns = slice(1 + slot, 1 + slot + readings)
+            tau = (extended.time_s[:, columns] - t)[..., np.newaxis]  # (R, K, 1)
+            use = extended.valid[:, columns] & (tau > -window)  # nan tau compares false
+            tau_used = np.where(use, tau, 0.0)
+            x_used = np.where(use, extended.mole_fraction[:, columns], 0.0)
+            count += use
+            sum_t += tau_used
+            sum_x += x_used
+            sum_tt += tau_used * tau_used
+            sum_tx += tau_used * x_used
+            np.minimum(earliest, tau_used, out=earliest)
+        span = -earliest
+        denominator = count * sum_tt - sum_t * sum_t
+        defined = (
+            (count >= RATE_OF_RISE_MIN_SAMPLES)
+            & (span >= RATE_OF_RISE_MIN_SPAN_FRACTION * window)
+            & (denominator > 0.0)
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope = (count * sum_tx - sum_t * sum_x) / denominator
+        return np.where(defined, slope, np.nan)
+
+    def _store(self, layout: _Layout, extended: _Ring, raw: FloatArray) -> None:
+        """Ring buffers keep the last ``capacity`` accepted readings of each row."""
+        rows, accepted_count = layout.rows, layout.accepted_count
+        columns = accepted_count[:, np.newaxis] + np.arange(self.capacity)  # (R, C)
+        self._ring_time_s[rows] = np.take_along_axis(extended.time_s, columns, axis=1)
+        self._ring_mole_fraction[rows] = np.take_along_axis(
+            extended.mole_fraction, columns[..., np.newaxis], axis=1
+        )
+        self._ring_valid[rows] = np.take_along_axis(
+            extended.valid, columns[..., np.newaxis], axis=1
+        )
+        has = accepted_count > 0
+        last_column = self.capacity + accepted_count[has] - 1
+        self._last_time_s[rows[has]] = extended.time_s[has, last_column]
+        self._latest_raw[rows[has]] = raw[has, accepted_count[has] - 1]
+
+
+# --------------------------------------------------------------------------------------------
+# The per-reading specification (tests and the benchmark's baseline)
+
+
+@dataclass
+class _PairState:
+    condition: list[bool]
+    run_start_s: list[float]
+    active: list[bool]
+    broken: bool = True
+    held: bool = False
+
+
+class SequentialGasAlarmEvaluator:
+    """The same alarms, one reading at a time in plain Python: the specification.
+
+    Straightforward and slow; :class:`GasAlarmEvaluator` must give identical transitions (the
+    tests check it with hypothesis) and ``bench/thresholds.py`` times it as the baseline.
+    """
+
+    def __init__(self, table: SetpointTable, *, capacity: int | None = None) -> None:
+        self.table = table
+        self.capacity = (
+            _default_capacity(table.window_s, table.sample_period_s)
+            if capacity is None
+            else int(capacity)
+        )
+        n = table.detector_count
+        self._lel = [float(value) for value in table.lel_mole_fraction]
+        self._setpoint = table.setpoint.tolist()
+        self._clear = table.clear_level.tolist()
+        self._on = table.on_delay_s.tolist()
+        self._off = table.off_delay_s.tolist()
+        self._window = table.window_s.tolist()
+        self._monitored = table.monitored.tolist()
+        self._last_time = [-math.inf] * n
+        self._ring: list[deque[tuple[float, list[float], list[bool]]]] = [
+            deque(maxlen=self.capacity) for _ in range(n)
+        ]
+        alarms = len(ALARM_TYPES)
+        self._state = [
+            [_PairState([False] * alarms, [-math.inf] * alarms, [False] * alarms) for _ in GASES]
+            for _ in range(n)
+        ]
+
+    @property
+    def active(self) -> BoolArray:
+        """Active alarms, shape (n, G, 3)."""
+        return np.array(
+            [[pair.active for pair in detector] for detector in self._state], dtype=np.bool_
+        ).reshape(self.table.detector_count, len(GASES), len(ALARM_TYPES))
+
+    @property
+    def held_by_fault(self) -> BoolArray:
+        """Detector x gas whose latest reading was invalid, shape (n, G)."""
+        return np.array(
+            [[pair.held for pair in detector] for detector in self._state], dtype=np.bool_
+        ).reshape(self.table.detector_count, len(GASES))
+
+    @property
+    def active_held_by_fault(self) -> BoolArray:
+        """Active alarms whose detector x gas is held by a fault, shape (n, G, 3)."""
+        return self.active & self.held_by_fault[..., np.newaxis]
+
+    def evaluate(
+        self,
+        detector_index: npt.ArrayLike,
+        time_s: npt.ArrayLike,
+        mole_fraction: npt.ArrayLike,
+        *,
+        invalid: npt.ArrayLike | None = None,
+    ) -> EvaluationResult:
+        """Same contract as :meth:`GasAlarmEvaluator.evaluate`."""
+        detectors, times, amounts, valid = _batch_arrays(
+            self.table, detector_index, time_s, mole_fraction, invalid
+        )
+        found: list[tuple[int, int, int, int, bool, float, float, float]] = []
+        refused: list[int] = []
+        for reading, (detector, time, values, flags) in enumerate(
+            zip(detectors.tolist(), times.tolist(), amounts.tolist(), valid.tolist(), strict=True)
+        ):
+            if not time > self._last_time[detector]:
+                refused.append(reading)
+                continue
+            self._last_time[detector] = time
+            clipped = [max(value, 0.0) for value in values]
+            ring = self._ring[detector]
+            ring.append((time, clipped, flags))
+            for gas in range(len(GASES)):
+                pair = self._state[detector][gas]
+                if not flags[gas]:
+                    pair.broken = True
+                    pair.held = self._monitored[detector][gas]
+                    continue
+                pair.held = False
+                lel = self._lel[gas]
+                level = clipped[gas] / lel
+                rate = self._slope(ring, time, gas, self._window[detector][gas]) / lel
+                for alarm, value in enumerate((level, level, rate)):
+                    setpoint = self._setpoint[detector][gas][alarm]
+                    previous = pair.condition[alarm]
+                    if value >= setpoint:
+                        condition = True
+                    elif not value >= self._clear[detector][gas][alarm]:  # nan slope: false
+                        condition = False
+                    else:
+                        condition = previous
+                    if condition != previous or pair.broken:
+                        pair.run_start_s[alarm] = time
+                    pair.condition[alarm] = condition
+                    elapsed = time - pair.run_start_s[alarm]
+                    active = pair.active[alarm]
+                    if condition and elapsed >= self._on[detector][gas]:
+                        active = True
+                    elif not condition and elapsed >= self._off[detector][gas]:
+                        active = False
+                    if active != pair.active[alarm]:
+                        pair.active[alarm] = active
+                        found.append((reading, detector, gas, alarm, active, time, value, setpoint))
+                pair.broken = False
+        return EvaluationResult(self._as_arrays(found), np.array(refused, dtype=np.int64))
+
+    @staticmethod
+    def _slope(
+        ring: deque[tuple[float, list[float], list[bool]]], time: float, gas: int, window: float
+    ) -> float:
+        count = sum_t = sum_x = sum_tt = sum_tx = 0.0
+        earliest = 0.0
+        for sample_time, values, flags in ring:
+            tau = sample_time - time
+            if not (flags[gas] and tau > -window):
+                continue
+            x = values[gas]
+            count += 1.0
+            sum_t += tau
+            sum_x += x
+            sum_tt += tau * tau
+            sum_tx += tau * x
+            earliest = min(earliest, tau)
+        denominator = count * sum_tt - sum_t * sum_t
+        if (
+            count < RATE_OF_RISE_MIN_SAMPLES
+            or -earliest < RATE_OF_RISE_MIN_SPAN_FRACTION * window
+            or not denominator > 0.0
+        ):
+            return math.nan
+        return (count * sum_tx - sum_t * sum_x) / denominator
+
+    def _as_arrays(
+        self, found: list[tuple[int, int, int, int, bool, float, float, float]]
+    ) -> AlarmTransitions:
+        if not found:
+            return AlarmTransitions.empty(self.table.lel_basis)
+        reading, detector, gas, alarm, active, time, value, setpoint = zip(*found, strict=True)
+        return AlarmTransitions(
+            lel_basis=self.table.lel_basis,
+            reading_index=np.array(reading, dtype=np.int64),
+            detector_index=np.array(detector, dtype=np.int64),
+            gas_index=np.array(gas, dtype=np.int64),
+            alarm_type=np.array(alarm, dtype=np.int64),
+            became_active=np.array(active, dtype=np.bool_),
+            time_s=np.array(time, dtype=np.float64),
+            value_fraction_lel=np.array(value, dtype=np.float64),
+            setpoint_fraction_lel=np.array(setpoint, dtype=np.float64),
+        )

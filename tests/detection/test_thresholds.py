@@ -1,0 +1,416 @@
+"""Gas alarm thresholds: hand-worked sequences, invariants, and the vectorized core against the
+per-reading specification (hypothesis)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose, assert_array_equal
+from numpy.typing import NDArray
+
+from pipesentinel.alarm_config import AlarmConfig, GasSetpoints, load_alarm_config
+from pipesentinel.detection.gases import LelBasis, lower_explosive_limit
+from pipesentinel.detection.thresholds import (
+    GASES,
+    AlarmTransitions,
+    AlarmType,
+    EvaluationResult,
+    GasAlarmEvaluator,
+    SequentialGasAlarmEvaluator,
+    SetpointTable,
+)
+from pipesentinel.ingest.records import DeviceStatus, GasReading
+from pipesentinel.site import Gas
+from pipesentinel.site_loader import load_site
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BASIS = LelBasis.IEC_60079_20_1
+LEL_METHANE = lower_explosive_limit(Gas.METHANE, basis=BASIS)  # 0.044 (IEC 60079-20-1)
+LEL_PROPANE = lower_explosive_limit(Gas.PROPANE, basis=BASIS)  # 0.017
+FULL_SCALE = 0.05  # 50000 ppm, the reference site's detectors
+PERIOD_S = 2.0
+Evaluator = GasAlarmEvaluator | SequentialGasAlarmEvaluator
+Batch = tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]
+Scenario = tuple[SetpointTable, int, list[Batch]]
+
+
+def table_of(count: int = 1, setpoints: GasSetpoints | None = None) -> SetpointTable:
+    return SetpointTable.from_setpoints(
+        [f"D{index}" for index in range(count)],
+        setpoints or GasSetpoints(),
+        full_scale_mole_fraction=FULL_SCALE,
+        sample_period_s=PERIOD_S,
+        basis=BASIS,
+    )
+
+
+def methane_series(percent_lel: list[float]) -> NDArray[np.float64]:
+    """(N, 2) readings: methane at the given %LEL, propane zero."""
+    methane = np.asarray(percent_lel) / 100.0 * LEL_METHANE
+    return np.column_stack([methane, np.zeros_like(methane)])
+
+
+def run(
+    evaluator: Evaluator,
+    percent_lel: list[float],
+    *,
+    start_s: float = 0.0,
+    invalid: NDArray[np.bool_] | None = None,
+) -> EvaluationResult:
+    count = len(percent_lel)
+    times = start_s + PERIOD_S * np.arange(count)
+    return evaluator.evaluate(
+        np.zeros(count, dtype=np.int64), times, methane_series(percent_lel), invalid=invalid
+    )
+
+
+def events(transitions: AlarmTransitions) -> list[tuple[int, str, bool]]:
+    return [
+        (int(index), AlarmType(int(alarm)).name, bool(active))
+        for index, alarm, active in zip(
+            transitions.reading_index,
+            transitions.alarm_type,
+            transitions.became_active,
+            strict=True,
+        )
+    ]
+
+
+@pytest.fixture(params=[GasAlarmEvaluator, SequentialGasAlarmEvaluator])
+def make(request: pytest.FixtureRequest) -> type[Evaluator]:
+    kind: type[Evaluator] = request.param
+    return kind
+
+
+# ---- hand-worked sequences (both implementations)
+
+
+def test_low_needs_two_samples_and_clears_after_the_off_delay(make: type[Evaluator]) -> None:
+    evaluator = make(table_of())
+    # 0 s: 25 %LEL, condition starts; 2 s: held 2 s >= 1 s on-delay -> LOW active (reading 1).
+    # 4 s: 19 %LEL is inside the 2 %LEL deadband (18..20): still present. 6 s: 17 %LEL < 18:
+    # absent from 6 s; cleared at the first reading with >= 10 s absent: 16 s (reading 8).
+    result = run(evaluator, [25, 25, 19, 17, 17, 17, 17, 17, 17, 17])
+    assert events(result.transitions) == [(1, "LOW", True), (8, "LOW", False)]
+    assert_allclose(result.transitions.value_fraction_lel, [0.25, 0.17])
+    assert_allclose(result.transitions.setpoint_fraction_lel, [0.20, 0.20])
+    assert_allclose(result.transitions.time_s, [2.0, 16.0])
+    assert result.transitions.lel_basis is BASIS
+
+
+def test_isolated_spike_raises_nothing(make: type[Evaluator]) -> None:
+    evaluator = make(table_of())
+    result = run(evaluator, [0, 0, 90, 0, 0, 90, 0, 0])
+    assert events(result.transitions) == []
+
+
+def test_high_and_low_together(make: type[Evaluator]) -> None:
+    evaluator = make(table_of())
+    result = run(evaluator, [45, 45])
+    assert events(result.transitions) == [(1, "LOW", True), (1, "HIGH", True)]
+    active = evaluator.active
+    assert active[0, 0, AlarmType.LOW]
+    assert active[0, 0, AlarmType.HIGH]
+    assert not active[0, 1].any()  # propane stays quiet
+
+
+def test_deadband_holds_an_active_alarm(make: type[Evaluator]) -> None:
+    evaluator = make(table_of())
+    result = run(evaluator, [21, 21, *[19.0, 20.5] * 20])
+    assert events(result.transitions) == [(1, "LOW", True)]
+
+
+def test_fault_never_raises_and_holds_state(make: type[Evaluator]) -> None:
+    evaluator = make(table_of())
+    flagged = np.array([True, True, True])
+    result = run(evaluator, [100, 100, 100], invalid=flagged)
+    assert events(result.transitions) == []
+    assert evaluator.held_by_fault.tolist() == [[True, True]]
+    # A real alarm, then a fault: the alarm is held (not cleared) and said to be held.
+    run(evaluator, [30, 30], start_s=10.0)
+    assert evaluator.active[0, 0, AlarmType.LOW]
+    run(evaluator, [0] * 10, start_s=20.0, invalid=np.ones(10, dtype=np.bool_))
+    assert evaluator.active[0, 0, AlarmType.LOW]
+    assert evaluator.active_held_by_fault[0, 0, AlarmType.LOW]
+    # Recovery: the off-delay starts at the first valid reading (40 s), clears at 50 s.
+    result = run(evaluator, [0] * 6, start_s=40.0)
+    assert events(result.transitions) == [(5, "LOW", False)]
+    assert evaluator.held_by_fault.tolist() == [[False, False]]
+
+
+def test_fault_between_samples_restarts_the_on_delay(make: type[Evaluator]) -> None:
+    evaluator = make(table_of())
+    # 25, fault, 25, 25: the fault interrupts the evidence; the alarm needs two fresh samples.
+    result = run(evaluator, [25, 25, 25, 25], invalid=np.array([False, True, False, False]))
+    assert events(result.transitions) == [(3, "LOW", True)]
+
+
+def test_negative_readings_are_clipped_for_alarms(make: type[Evaluator]) -> None:
+    evaluator = make(table_of())
+    result = run(evaluator, [-3.0, -50.0, -1.0, 0.5] * 20)
+    assert events(result.transitions) == []
+
+
+def test_rate_of_rise_on_a_ramp_hand_worked(make: type[Evaluator]) -> None:
+    evaluator = make(table_of())
+    # 21 %LEL per minute from 0 s, every 2 s (0.7 %LEL per sample). The slope is defined once
+    # the 60 s window spans >= 45 s: at 46 s (window 0..46 s). On a straight line it is exact,
+    # 21/60 %LEL s-1 >= 10/60; on-delay 1 s -> RATE_OF_RISE active at 48 s (reading 24).
+    # LOW: 56 s is 19.6 %LEL, 58 s is 20.3 %LEL (condition), active at 60 s (reading 30).
+    percent = [0.7 * index for index in range(35)]
+    result = run(evaluator, percent)
+    found = events(result.transitions)
+    assert found == [(24, "RATE_OF_RISE", True), (30, "LOW", True)]
+    assert_allclose(result.transitions.value_fraction_lel[0], 0.21 / 60.0, rtol=1e-9)
+    assert_allclose(result.transitions.setpoint_fraction_lel[0], 0.10 / 60.0)
+
+
+def test_out_of_order_readings_are_reported_not_used(make: type[Evaluator]) -> None:
+    evaluator = make(table_of(2))
+    detectors = np.array([0, 0, 1, 0, 0])
+    times = np.array([10.0, 12.0, 5.0, 11.0, 12.0])  # the last two are not later than 12 s
+    result = evaluator.evaluate(detectors, times, methane_series([50, 50, 0, 50, 50]))
+    assert result.out_of_order_index.tolist() == [3, 4]
+    assert events(result.transitions) == [(1, "LOW", True), (1, "HIGH", True)]
+
+
+def test_propane_uses_its_own_lel() -> None:
+    evaluator = GasAlarmEvaluator(table_of())
+    # 0.4 %vol propane = 23.5 %LEL (IEC LEL 1.7 %vol), only 9 %LEL as methane.
+    readings = np.array([[0.0, 0.004], [0.0, 0.004]])
+    result = evaluator.evaluate(np.zeros(2, dtype=np.int64), [0.0, 2.0], readings)
+    assert result.transitions.gas_index.tolist() == [1]
+    assert_allclose(result.transitions.value_fraction_lel, [0.004 / LEL_PROPANE])
+    transition = result.transitions.to_list(evaluator.table.detector_ids)[0]
+    assert (transition.detector_id, transition.gas, transition.alarm) == (
+        "D0",
+        Gas.PROPANE,
+        AlarmType.LOW,
+    )
+
+
+def test_recent_statistics_hand_worked() -> None:
+    evaluator = GasAlarmEvaluator(table_of())
+    readings = np.array([[1e-3, 0.0], [3e-3, 0.0], [-1e-4, 0.0]])
+    evaluator.evaluate(np.zeros(3, dtype=np.int64), [0.0, 2.0, 10.0], readings)
+    stats = evaluator.recent()
+    # Sample and hold until the next reading, window ending at 10 s: weights 2 s, 8 s, 0 s.
+    assert_allclose(stats.mean_mole_fraction[0, 0], (2 * 1e-3 + 8 * 3e-3) / 10)
+    assert stats.sample_count.tolist() == [[3, 3]]
+    assert stats.latest_mole_fraction[0, 0] == 0.0  # clipped
+    assert evaluator.latest_raw_mole_fraction[0, 0] == -1e-4  # raw kept for health
+    assert_allclose(stats.last_time_s, [[10.0, 10.0]])
+    # Floor 3 x 0.5 % of 0.05 = 7.5e-4 <= 2.6e-3 < LOW 0.2 x 0.044 = 8.8e-3: elevated methane.
+    assert stats.elevated.tolist() == [[True, False]]
+    later = evaluator.recent(window_s=5.0, now_s=12.0)  # only the 10 s reading: 2 s of it
+    assert later.sample_count.tolist() == [[1, 1]]
+    assert later.mean_mole_fraction[0, 0] == 0.0
+
+
+def test_readings_with_bad_status_are_invalid() -> None:
+    table = table_of()
+    evaluator = GasAlarmEvaluator(table)
+
+    def reading(time_s: float, status: DeviceStatus) -> GasReading:
+        return GasReading("s", "D0", time_s, 1, 0.02, 0.0, status, None, time_s)
+
+    readings = [reading(0.0, DeviceStatus.OK), reading(2.0, DeviceStatus.FAULT)]
+    assert len(evaluator.evaluate_readings(readings).transitions) == 0
+    assert evaluator.held_by_fault.tolist() == [[True, True]]
+    more = [reading(4.0, DeviceStatus.OK), reading(6.0, DeviceStatus.OK)]
+    assert len(evaluator.evaluate_readings(more, fault=np.array([False, True])).transitions) == 0
+    with pytest.raises(ValueError, match="unknown detector 'X'"):
+        evaluator.evaluate_readings([replace(readings[0], device_id="X")])
+
+
+@pytest.mark.parametrize(
+    ("detectors", "times", "values", "message"),
+    [
+        ([0.5], [0.0], [[0.0, 0.0]], "detector_index must be integers"),
+        ([3], [0.0], [[0.0, 0.0]], "detector_index must be in 0..0"),
+        ([0], [np.nan], [[0.0, 0.0]], "time_s must be finite"),
+        ([0], [0.0], [[0.0]], "mole_fraction must have shape"),
+    ],
+)
+def test_bad_input_is_named(
+    detectors: list[float], times: list[float], values: list[list[float]], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        GasAlarmEvaluator(table_of()).evaluate(np.asarray(detectors), times, values)
+
+
+def test_quiet_noise_never_alarms() -> None:
+    # 30 detectors, one hour at 2 s: white noise of 0.5 % of full scale around zero, quantised
+    # to 0.1 % FS (the simulator's detector model): no transition at all, LEVEL nor RATE.
+    rng = np.random.default_rng(20240409)
+    count, steps = 30, 1800
+    evaluator = GasAlarmEvaluator(table_of(count))
+    noise = rng.normal(0.0, 0.005 * FULL_SCALE, (steps, count, 2))
+    noise = np.round(noise / (0.001 * FULL_SCALE)) * (0.001 * FULL_SCALE)
+    detectors = np.tile(np.arange(count), steps)
+    times = np.repeat(PERIOD_S * np.arange(steps), count)
+    total = 0
+    for start in range(0, steps * count, 3000):
+        window = slice(start, start + 3000)
+        result = evaluator.evaluate(detectors[window], times[window], noise.reshape(-1, 2)[window])
+        total += len(result.transitions)
+    assert total == 0
+    assert not evaluator.recent().elevated.any()
+
+
+def test_for_site_reads_the_reference_alarm_file() -> None:
+    site = load_site(REPO_ROOT / "sites" / "wanli")
+    config = load_alarm_config(REPO_ROOT / "sites" / "wanli", site)
+    table = SetpointTable.for_site(site, config, basis=BASIS)
+    assert table.detector_ids == tuple(detector.id for detector in site.gas_detectors)
+    underground = table.detector_ids.index("UD06")
+    assert_allclose(table.setpoint[underground, :, AlarmType.LOW], [0.10, 0.10])
+    assert_allclose(table.setpoint[0, :, AlarmType.HIGH], [0.40, 0.40])
+    # noise 0.5 % of 50000 ppm = 250 ppm
+    assert_allclose(table.noise_std_mole_fraction[0], [250e-6, 250e-6])
+    with pytest.raises(ValueError, match="lel_basis"):
+        SetpointTable.for_site(site, config, basis=LelBasis.NFPA_497)
+    lakeside = load_site(REPO_ROOT / "tests" / "site_fixtures" / "lakeside")
+    with pytest.raises(ValueError, match="used for site"):
+        SetpointTable.for_site(lakeside, config, basis=BASIS)
+    lakeside_table = SetpointTable.for_site(
+        lakeside, AlarmConfig.defaults_for(lakeside), basis=LelBasis.NFPA_497
+    )
+    assert lakeside_table.monitored.tolist() == [[True, False]] * 3  # methane-only detectors
+    assert lakeside_table.lel_basis is LelBasis.NFPA_497
+
+
+# ---- the vectorized core equals the per-reading specification
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    count = draw(st.integers(1, 4))
+    low = draw(st.sampled_from([0.1, 0.2]))
+    setpoints = GasSetpoints(
+        low_fraction_lel=low,
+        high_fraction_lel=low * 2,
+        deadband_fraction_lel=draw(st.sampled_from([0.0, 0.02])),
+        on_delay_s=draw(st.sampled_from([0.0, 1.0, 3.0])),
+        off_delay_s=draw(st.sampled_from([0.0, 2.0, 10.0])),
+        rate_of_rise_fraction_lel_per_s=draw(st.sampled_from([0.001, 0.01])),
+        rate_of_rise_deadband_fraction_lel_per_s=0.0005,
+        rate_of_rise_window_s=draw(st.sampled_from([4.0, 8.0, 60.0])),
+    )
+    monitored = draw(
+        st.lists(st.lists(st.booleans(), min_size=2, max_size=2), min_size=count, max_size=count)
+    )
+    table = SetpointTable.from_setpoints(
+        [f"D{index}" for index in range(count)],
+        setpoints,
+        full_scale_mole_fraction=FULL_SCALE,
+        sample_period_s=PERIOD_S,
+        basis=BASIS,
+        monitored=monitored,
+    )
+    capacity = draw(st.integers(1, 8))
+    clock = [0.0] * count
+    batches: list[Batch] = []
+    amount = st.sampled_from([-0.002, 0.0, 0.003, 0.006, 0.009, 0.012, 0.02, 0.05])
+    for _ in range(draw(st.integers(1, 4))):
+        size = draw(st.integers(0, 25))
+        detectors = draw(st.lists(st.integers(0, count - 1), min_size=size, max_size=size))
+        times = []
+        for detector in detectors:
+            clock[detector] += draw(st.sampled_from([-1.0, 0.0, 0.5, 1.0, 2.0, 2.0, 5.0]))
+            times.append(clock[detector])
+        values = draw(st.lists(st.tuples(amount, amount), min_size=size, max_size=size))
+        flag = st.sampled_from([(False, False)] * 4 + [(True, True), (True, False), (False, True)])
+        flags = draw(st.lists(flag, min_size=size, max_size=size))
+        batches.append(
+            (
+                np.asarray(detectors, dtype=np.int64),
+                np.asarray(times, dtype=np.float64),
+                np.asarray(values, dtype=np.float64).reshape(size, 2),
+                np.asarray(flags, dtype=np.bool_).reshape(size, 2),
+            )
+        )
+    return table, capacity, batches
+
+
+def assert_same(first: EvaluationResult, second: EvaluationResult) -> None:
+    assert_array_equal(first.out_of_order_index, second.out_of_order_index)
+    one, two = first.transitions, second.transitions
+    for name in (
+        "reading_index",
+        "detector_index",
+        "gas_index",
+        "alarm_type",
+        "became_active",
+        "time_s",
+        "value_fraction_lel",
+        "setpoint_fraction_lel",
+    ):
+        assert_array_equal(getattr(one, name), getattr(two, name), err_msg=name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_vectorized_equals_per_reading_reference(
+    scenario: Scenario,
+) -> None:
+    table, capacity, batches = scenario
+    vectorized = GasAlarmEvaluator(table, capacity=capacity)
+    reference = SequentialGasAlarmEvaluator(table, capacity=capacity)
+    for detectors, times, values, flags in batches:
+        assert_same(
+            vectorized.evaluate(detectors, times, values, invalid=flags),
+            reference.evaluate(detectors, times, values, invalid=flags),
+        )
+        assert_array_equal(vectorized.active, reference.active)
+        assert_array_equal(vectorized.held_by_fault, reference.held_by_fault)
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenarios(), st.integers(1, 7))
+def test_batching_does_not_change_the_result(
+    scenario: Scenario,
+    piece: int,
+) -> None:
+    # All readings at once, or in pieces of `piece` readings: the same transitions and state.
+    table, capacity, batches = scenario
+    detectors = np.concatenate([batch[0] for batch in batches])
+    times = np.concatenate([batch[1] for batch in batches])
+    values = np.concatenate([batch[2] for batch in batches])
+    flags = np.concatenate([batch[3] for batch in batches])
+    whole = GasAlarmEvaluator(table, capacity=capacity)
+    once = whole.evaluate(detectors, times, values, invalid=flags).transitions
+    split = GasAlarmEvaluator(table, capacity=capacity)
+    found: list[tuple[int, int, int, int, bool]] = []
+    for start in range(0, detectors.size, piece):
+        part = slice(start, start + piece)
+        result = split.evaluate(detectors[part], times[part], values[part], invalid=flags[part])
+        transitions = result.transitions
+        found += zip(
+            (transitions.reading_index + start).tolist(),
+            transitions.detector_index.tolist(),
+            transitions.gas_index.tolist(),
+            transitions.alarm_type.tolist(),
+            transitions.became_active.tolist(),
+            strict=True,
+        )
+    expected = list(
+        zip(
+            once.reading_index.tolist(),
+            once.detector_index.tolist(),
+            once.gas_index.tolist(),
+            once.alarm_type.tolist(),
+            once.became_active.tolist(),
+            strict=True,
+        )
+    )
+    assert found == expected
+    assert_array_equal(whole.active, split.active)
+    # Invariant: a detector x gas never alarms on a gas it does not monitor.
+    assert not (whole.active & ~table.monitored[..., np.newaxis]).any()
+    assert len(GASES) == whole.active.shape[1]
