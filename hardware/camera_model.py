@@ -5,7 +5,8 @@ methane detector whose beam runs along the optical axis. This module renders det
 synthetic frames of the site as seen through the camera's pose (site model: position, mounting
 height, heading clockwise from north, downward tilt, fields of view, resolution):
 
-* :func:`project_points`: world ENU -> pixel, vectorized, with a visibility flag;
+* :func:`project_points`: world ENU -> pixel, vectorized, with a visibility flag (the pinhole
+  geometry lives in :mod:`pipesentinel.camera_geometry` and is re-exported here);
 * :class:`CameraRenderer`: a static background computed once per camera (sky, ground, the
   pipeline right-of-way, roads, buildings), then per frame intrusions (excavator, vehicle,
   person) as boxes of plausible size, a fire as a hot spot, a leak as a cold plume, noise;
@@ -25,28 +26,33 @@ focal lengths follow from the fields of view, ``f_x = (W / 2) / tan(hfov / 2)``.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cached_property
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+# The pinhole geometry lives in pipesentinel.camera_geometry (shared with the detection layer);
+# it is re-exported here, explicitly ("X as X", for mypy --strict), for the simulator's users.
+from pipesentinel.camera_geometry import NEAR_PLANE_M as NEAR_PLANE_M  # noqa: PLC0414 - re-export
+from pipesentinel.camera_geometry import CameraPose as CameraPose  # noqa: PLC0414 - re-export
+from pipesentinel.camera_geometry import Projection as Projection  # noqa: PLC0414 - re-export
+from pipesentinel.camera_geometry import distance_to_polylines_m
+from pipesentinel.camera_geometry import laser_beam_m as laser_beam_m  # noqa: PLC0414 - re-export
+from pipesentinel.camera_geometry import (
+    project_points as project_points,  # noqa: PLC0414 - re-export
+)
 from pipesentinel.ingest.records import DeviceStatus
-from pipesentinel.site import Camera, Site
-from pipesentinel.units import CENTIKELVIN, DEGREE, PPM_M
+from pipesentinel.site import Site
+from pipesentinel.units import CENTIKELVIN, PPM_M
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 ImageU8 = NDArray[np.uint8]
 ImageU16 = NDArray[np.uint16]
-
-# Points closer than this in front of the camera are not projected [m].
-NEAR_PLANE_M = 0.5
 
 # --- Scene geometry (illustrative choices of a plausible size, not survey data) -------------
 RIGHT_OF_WAY_HALF_WIDTH_M = 7.5  # cleared strip over a buried line, 15 m wide
@@ -153,169 +159,6 @@ class LaserFaultCode(StrEnum):
     """Fault code of the laser channel (MQTT ``fault_code``)."""
 
     BEAM_BLOCKED = "beam_blocked"
-
-
-# ---------------------------------------------------------------------------------------------
-# Pinhole projection
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CameraPose:
-    """Where a camera is and how it looks.
-
-    Attributes
-    ----------
-    position_m
-        East, north, up of the optical centre, shape (3,) [m].
-    heading_rad
-        Optical axis azimuth, clockwise from north [rad].
-    tilt_rad
-        Downward pitch of the optical axis [rad].
-    horizontal_fov_rad
-        Full horizontal field of view [rad].
-    vertical_fov_rad
-        Full vertical field of view [rad].
-    width_px
-        Image width [px].
-    height_px
-        Image height [px].
-    """
-
-    position_m: FloatArray
-    heading_rad: float
-    tilt_rad: float
-    horizontal_fov_rad: float
-    vertical_fov_rad: float
-    width_px: int
-    height_px: int
-
-    def __post_init__(self) -> None:
-        position = np.array(self.position_m, dtype=np.float64)
-        if position.shape != (3,) or not np.all(np.isfinite(position)):
-            raise ValueError(f"CameraPose.position_m must be 3 finite numbers, got {position}")
-        position.setflags(write=False)
-        object.__setattr__(self, "position_m", position)
-        for name in ("horizontal_fov_rad", "vertical_fov_rad"):
-            value = getattr(self, name)
-            if not 0.0 < value < math.pi:
-                raise ValueError(f"CameraPose.{name} must be in (0, pi), got {value}")
-        if self.width_px < 1 or self.height_px < 1:
-            raise ValueError(
-                f"CameraPose image size must be positive: {self.width_px}x{self.height_px}"
-            )
-
-    @classmethod
-    def from_camera(cls, camera: Camera) -> CameraPose:
-        """The pose of a site camera (angles converted from degrees once, here)."""
-        width, height = camera.resolution_px
-        return cls(
-            position_m=np.array(
-                [camera.position_m[0], camera.position_m[1], camera.mounting_height_m]
-            ),
-            heading_rad=DEGREE.to_si(camera.heading_deg),
-            tilt_rad=DEGREE.to_si(camera.tilt_deg),
-            horizontal_fov_rad=DEGREE.to_si(camera.horizontal_fov_deg),
-            vertical_fov_rad=DEGREE.to_si(camera.vertical_fov_deg),
-            width_px=width,
-            height_px=height,
-        )
-
-    @cached_property
-    def axes(self) -> FloatArray:
-        """Rows: right, up, forward unit vectors in ENU, shape (3, 3) [1]."""
-        sin_h, cos_h = math.sin(self.heading_rad), math.cos(self.heading_rad)
-        sin_t, cos_t = math.sin(self.tilt_rad), math.cos(self.tilt_rad)
-        right = np.array([cos_h, -sin_h, 0.0])
-        forward = np.array([sin_h * cos_t, cos_h * cos_t, -sin_t])
-        up = np.cross(right, forward)
-        return np.stack([right, up, forward])
-
-    @property
-    def focal_length_px(self) -> tuple[float, float]:
-        """Horizontal and vertical focal lengths [px]."""
-        return (
-            0.5 * self.width_px / math.tan(0.5 * self.horizontal_fov_rad),
-            0.5 * self.height_px / math.tan(0.5 * self.vertical_fov_rad),
-        )
-
-    @property
-    def principal_point_px(self) -> tuple[float, float]:
-        """Image centre (column, row) [px]."""
-        return (0.5 * (self.width_px - 1), 0.5 * (self.height_px - 1))
-
-    @cached_property
-    def pixel_rays(self) -> FloatArray:
-        """Unit ENU direction through every pixel centre, shape (height, width, 3) [1]."""
-        focal_x, focal_y = self.focal_length_px
-        centre_x, centre_y = self.principal_point_px
-        x = (np.arange(self.width_px) - centre_x) / focal_x
-        y = -(np.arange(self.height_px) - centre_y) / focal_y
-        right, up, forward = self.axes
-        rays = (
-            forward[np.newaxis, np.newaxis, :]
-            + x[np.newaxis, :, np.newaxis] * right[np.newaxis, np.newaxis, :]
-            + y[:, np.newaxis, np.newaxis] * up[np.newaxis, np.newaxis, :]
-        )
-        return np.asarray(rays / np.linalg.norm(rays, axis=-1, keepdims=True), dtype=np.float64)
-
-
-@dataclass(frozen=True)
-class Projection:
-    """Pixel coordinates of projected points (arrays of the points' leading shape).
-
-    Attributes
-    ----------
-    column_px
-        Column, growing to the right; NaN behind the camera [px].
-    row_px
-        Row, growing downward; NaN behind the camera [px].
-    depth_m
-        Distance along the optical axis (negative behind the camera) [m].
-    visible
-        In front of the near plane and inside the image.
-    """
-
-    column_px: FloatArray
-    row_px: FloatArray
-    depth_m: FloatArray
-    visible: BoolArray
-
-
-def project_points(pose: CameraPose, points_m: FloatArray) -> Projection:
-    """Project world ENU points into the image of ``pose``.
-
-    Parameters
-    ----------
-    pose
-        The camera.
-    points_m
-        East, north, up of the points, shape (..., 3) [m].
-
-    Returns
-    -------
-    Projection
-        Columns and rows [px], depth [m], and whether each point is visible.
-    """
-    points = np.asarray(points_m, dtype=np.float64)
-    if points.shape[-1] != 3:
-        raise ValueError(f"points_m must have shape (..., 3), got {points.shape}")
-    camera_frame = (points - pose.position_m) @ pose.axes.T
-    x, y, depth = camera_frame[..., 0], camera_frame[..., 1], camera_frame[..., 2]
-    in_front = depth > NEAR_PLANE_M
-    safe_depth = np.where(in_front, depth, np.nan)
-    focal_x, focal_y = pose.focal_length_px
-    centre_x, centre_y = pose.principal_point_px
-    column = centre_x + focal_x * x / safe_depth
-    row = centre_y - focal_y * y / safe_depth
-    with np.errstate(invalid="ignore"):
-        inside = (
-            (column >= -0.5)
-            & (column <= pose.width_px - 0.5)
-            & (row >= -0.5)
-            & (row <= pose.height_px - 0.5)
-        )
-    return Projection(column_px=column, row_px=row, depth_m=depth, visible=in_front & inside)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,32 +286,6 @@ def plume_cooling_k(plume: ColdPlume, east_m: FloatArray, north_m: FloatArray) -
     )
 
 
-def _distance_to_polylines_m(
-    east_m: FloatArray, north_m: FloatArray, polylines: Sequence[FloatArray]
-) -> FloatArray:
-    """Horizontal distance from points to the nearest of several polylines [m].
-
-    Loops over polyline segments (tens), vectorized over the points (pixels).
-    """
-    distance = np.full(east_m.shape, np.inf)
-    for vertices in polylines:
-        for start, end in itertools.pairwise(vertices):
-            step = end - start
-            length_sq = float(step @ step)
-            if length_sq == 0.0:
-                continue
-            fraction = np.clip(
-                ((east_m - start[0]) * step[0] + (north_m - start[1]) * step[1]) / length_sq,
-                0.0,
-                1.0,
-            )
-            gap = np.hypot(
-                east_m - (start[0] + fraction * step[0]), north_m - (start[1] + fraction * step[1])
-            )
-            np.minimum(distance, gap, out=distance)
-    return distance
-
-
 def _texture(east_m: FloatArray, north_m: FloatArray) -> FloatArray:
     """Deterministic ground texture in [-1, 1] from the world position [1]."""
     amplitude, east_wavenumber, north_wavenumber = _TEXTURE_PRODUCT
@@ -522,10 +339,10 @@ class CameraRenderer:
         ground = np.broadcast_to(np.array(_GRASS_BGR), (*down.shape, 3)).copy()
         if site is not None:
             pipelines = [pipeline.vertices_m for pipeline in site.pipelines]
-            to_pipeline = _distance_to_polylines_m(ground_east, ground_north, pipelines)
+            to_pipeline = distance_to_polylines_m(ground_east, ground_north, pipelines)
             ground[to_pipeline <= RIGHT_OF_WAY_HALF_WIDTH_M] = _RIGHT_OF_WAY_BGR
             for road in site.roads:
-                to_road = _distance_to_polylines_m(ground_east, ground_north, [road.vertices_m])
+                to_road = distance_to_polylines_m(ground_east, ground_north, [road.vertices_m])
                 ground[to_road <= 0.5 * LANE_WIDTH_M * max(road.lanes, 1)] = _ROAD_BGR
         ground += _TEXTURE_AMPLITUDE_DN * _texture(ground_east, ground_north)[..., np.newaxis]
         haze = (1.0 - np.exp(-distance / HAZE_VISIBILITY_M))[..., np.newaxis]
@@ -853,18 +670,6 @@ class LaserOutput:
     def fault_code(self, index: int) -> LaserFaultCode | None:
         """Fault code of one laser."""
         return LASER_FAULT_CODES[int(self.fault_code_index[index])]
-
-
-def laser_beam_m(pose: CameraPose, laser_range_m: float) -> tuple[FloatArray, FloatArray]:
-    """Start and end (ENU, shape (3,) each) of the beam along the optical axis [m].
-
-    The beam ends at ``laser_range_m`` or where the axis meets the ground, whichever is nearer.
-    """
-    forward = pose.axes[2]
-    length = laser_range_m
-    if forward[2] < 0.0:
-        length = min(length, float(pose.position_m[2]) / -forward[2])
-    return pose.position_m.copy(), pose.position_m + length * forward
 
 
 def beam_blocked_by(start_m: FloatArray, end_m: FloatArray, objects: Sequence[SceneObject]) -> bool:
