@@ -1,0 +1,373 @@
+"""Validation of the leak localiser on simulated leaks.
+
+Run ``python -m pipesentinel.hardware.validation --runs N --out FILE.json``.
+
+Random leaks are placed on the site's pipelines (random line, chainage, rate, wind direction,
+speed and stability), each scenario is played offline by the device simulators
+(:func:`~pipesentinel.hardware.offline.scenario_records`: sensor noise, t90 lag, wind meander,
+puff transport) and the localiser (:mod:`pipesentinel.detection.localisation`) is run on the
+records of the last window after ``estimate_after_s`` of leak. The same records are scored under
+several assumptions:
+
+* ``estimated``: wind and stability class as the service would have them (sigma-theta method);
+* ``true_class``: the stability class the simulator used (isolates the class estimate);
+* ``wrong_class_d``: class D assumed when the truth is B or F (only those runs);
+* ``one_station_dead``: the wind station nearest the leak is ignored.
+
+Only runs where at least one detector or beam saw gas above its floor are scored; the others
+are counted as not detectable. Nothing is tuned here: the localiser's parameters are its cited
+defaults. The figures and the command are in ``docs/validation.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from pipesentinel.detection.gases import DEFAULT_LEL_BASIS
+from pipesentinel.detection.localisation import (
+    Candidates,
+    LocalisationConfig,
+    LocalisationResult,
+    Localiser,
+    observations_from_records,
+    pipeline_candidates,
+    wind_from_records,
+)
+from pipesentinel.detection.stability import StabilityClass
+from pipesentinel.hardware.offline import scenario_records
+from pipesentinel.hardware.scenario import parse_scenario
+from pipesentinel.hardware.world import SiteSimulation
+from pipesentinel.ingest.records import Record
+from pipesentinel.site import Gas, Site
+from pipesentinel.site_loader import load_site
+
+DEFAULT_SITE_DIR: Final = Path(__file__).resolve().parent.parent / "sites" / "wanli"
+ORIGIN_EPOCH_S: Final = 1.8e9
+"""Epoch of scenario time 0 for the offline records [s] (any fixed value)."""
+LEAK_START_S: Final = 150.0
+"""The leak starts after the detectors' 120 s warm-up [s]."""
+ESTIMATE_AFTER_S: Final = 600.0
+"""The estimate is made this long after the leak starts [s] (issue: 5-10 minutes)."""
+RATE_RANGE_KG_PER_S: Final = (0.2, 3.0)
+"""Total gas release rate, log-uniform [kg s-1] (issue 3 section 9)."""
+METHANE_MASS_FRACTION: Final = 0.75
+"""Associated gas as in the reference scenario: 75 % methane, 25 % propane by mass [1]."""
+WIND_SPEED_RANGE_M_PER_S: Final = (1.5, 6.0)
+"""Mean wind speed, uniform [m s-1]."""
+STABILITY_CLASSES: Final = ("B", "C", "D", "E", "F")
+"""Classes drawn with equal probability (A is rare and very short-range; omitted)."""
+WRONG_CLASS_TRUTHS: Final = frozenset({"B", "F"})
+"""Runs with these true classes are re-scored assuming class D."""
+FACTOR_OF_TWO: Final = 2.0
+"""Rate target: the estimate within this factor of the truth [1]."""
+SEGMENT_TARGET: Final = 0.95
+POSITION_TARGET_M: Final = 20.0
+PERCENTILE_90: Final = 90.0
+VARIANTS: Final = ("estimated", "true_class", "wrong_class_d", "one_station_dead")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One random leak and wind."""
+
+    index: int
+    pipeline_id: str
+    chainage_m: float
+    rate_kg_per_s: float
+    wind_direction_deg: float
+    wind_speed_m_per_s: float
+    stability_class: str
+    seed: int
+
+
+def draw_cases(site: Site, runs: int, seed: int) -> list[Case]:
+    """``runs`` random cases, reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for index in range(runs):
+        pipeline = site.pipelines[int(rng.integers(len(site.pipelines)))]
+        low, high = RATE_RANGE_KG_PER_S
+        cases.append(
+            Case(
+                index=index,
+                pipeline_id=pipeline.id,
+                chainage_m=float(rng.uniform(0.0, pipeline.length_m)),
+                rate_kg_per_s=float(math.exp(rng.uniform(math.log(low), math.log(high)))),
+                wind_direction_deg=float(rng.uniform(0.0, 360.0)),
+                wind_speed_m_per_s=float(rng.uniform(*WIND_SPEED_RANGE_M_PER_S)),
+                stability_class=str(rng.choice(STABILITY_CLASSES)),
+                seed=int(rng.integers(2**31)),
+            )
+        )
+    return cases
+
+
+def scenario_data(site: Site, case: Case) -> dict[str, Any]:
+    """The scenario of ``case`` as the TOML tables :func:`parse_scenario` reads."""
+    start = datetime(2024, 6, 12, 2, 0, tzinfo=UTC) + timedelta(hours=case.index % 24)
+    return {
+        "scenario": {
+            "name": f"validation-{case.index}",
+            "site_id": site.id,
+            "start_time_utc": start,
+            "duration_s": LEAK_START_S + ESTIMATE_AFTER_S,
+            "seed": case.seed,
+            "time_step_s": 1.0,
+        },
+        "wind": [
+            {
+                "time_s": 0.0,
+                "speed_m_per_s": case.wind_speed_m_per_s,
+                "direction_from_deg": case.wind_direction_deg % 360.0,
+                "stability_class": case.stability_class,
+            }
+        ],
+        "leaks": [
+            {
+                "id": f"LK-{case.index}",
+                "pipeline_id": case.pipeline_id,
+                "chainage_m": case.chainage_m,
+                "mass_fractions": {
+                    "methane": METHANE_MASS_FRACTION,
+                    "propane": 1.0 - METHANE_MASS_FRACTION,
+                },
+                "emission_rate_kg_per_s": case.rate_kg_per_s,
+                "start_s": LEAK_START_S,
+            }
+        ],
+    }
+
+
+def simulate(site: Site, case: Case) -> list[Record]:
+    """Play the case's scenario offline; all records (no camera frames)."""
+    scenario = parse_scenario(
+        scenario_data(site, case), site, source=f"validation case {case.index}"
+    )
+    simulation = SiteSimulation(site, scenario, frames=False)
+    records: list[Record] = []
+    for _, step_records in scenario_records(simulation, origin_epoch_s=ORIGIN_EPOCH_S):
+        records.extend(step_records)
+    return records
+
+
+def _nearest_station(site: Site, position_m: np.ndarray) -> str:
+    distances = [float(np.hypot(*(s.position_m - position_m))) for s in site.wind_stations]
+    return site.wind_stations[int(np.argmin(distances))].id
+
+
+def score(site: Site, case: Case, result: LocalisationResult, seconds: float) -> dict[str, object]:
+    """How one estimate compares with the truth of ``case``."""
+    pipeline = site.pipeline(case.pipeline_id)
+    truth_m = pipeline.point_at_chainage(case.chainage_m)
+    truth_segment = pipeline.segment_at_chainage(case.chainage_m).id
+    segment = result.most_probable_segment
+    true_rate = case.rate_kg_per_s * METHANE_MASS_FRACTION
+    in_region = any(
+        interval.pipeline_id == case.pipeline_id
+        and interval.start_chainage_m <= case.chainage_m <= interval.end_chainage_m
+        for interval in result.credible_intervals
+    )
+    rate = result.rate
+    return {
+        "detectable": bool(sum(result.detections.values()) > 0),
+        "detections": dict(result.detections),
+        "segment": segment.segment_id if segment else None,
+        "segment_probability": segment.probability if segment else 0.0,
+        "true_segment": truth_segment,
+        "segment_correct": bool(segment is not None and segment.segment_id == truth_segment),
+        "true_pipeline_probability": float(
+            result.pipeline_probabilities.get(case.pipeline_id, 0.0)
+        ),
+        "map_pipeline_id": result.map_pipeline_id,
+        "map_chainage_m": result.map_chainage_m,
+        "position_error_m": float(np.hypot(*(result.map_position_m - truth_m))),
+        "credible_length_m": result.credible_length_m,
+        "truth_in_credible_region": in_region,
+        "rate_median_kg_per_s": rate.median_kg_per_s,
+        "rate_interval_kg_per_s": [rate.lower_kg_per_s, rate.upper_kg_per_s],
+        "true_methane_rate_kg_per_s": true_rate,
+        "rate_ratio": rate.median_kg_per_s / true_rate,
+        "truth_in_rate_interval": bool(rate.lower_kg_per_s <= true_rate <= rate.upper_kg_per_s),
+        "stability_class_used": StabilityClass(result.wind.stability_class).name
+        if result.wind
+        else None,
+        "flags": sorted(flag.value for flag in result.flags),
+        "seconds": seconds,
+    }
+
+
+def estimate_variants(
+    site: Site, case: Case, records: Sequence[Record], localiser: Localiser
+) -> dict[str, dict[str, object]]:
+    """Score the estimate under each assumption of :data:`VARIANTS` (where it applies)."""
+    end_s = ORIGIN_EPOCH_S + LEAK_START_S + ESTIMATE_AFTER_S
+    config = localiser.config
+    observations = observations_from_records(
+        site, records, end_time_s=end_s, gas=Gas.METHANE, config=config
+    )
+    true_code = int(StabilityClass[case.stability_class])
+    pipeline = site.pipeline(case.pipeline_id)
+    dead = _nearest_station(site, pipeline.point_at_chainage(case.chainage_m))
+    winds = {
+        "estimated": wind_from_records(site, records, end_time_s=end_s, window_s=config.window_s),
+        "true_class": wind_from_records(
+            site, records, end_time_s=end_s, window_s=config.window_s, stability_class=true_code
+        ),
+        "one_station_dead": wind_from_records(
+            site, records, end_time_s=end_s, window_s=config.window_s, exclude_station_ids=[dead]
+        ),
+    }
+    if case.stability_class in WRONG_CLASS_TRUTHS:
+        winds["wrong_class_d"] = wind_from_records(
+            site,
+            records,
+            end_time_s=end_s,
+            window_s=config.window_s,
+            stability_class=int(StabilityClass.D),
+        )
+    scored = {}
+    for name, wind in winds.items():
+        started = time.perf_counter()
+        result = localiser.estimate(observations, wind)
+        scored[name] = score(site, case, result, time.perf_counter() - started)
+    return scored
+
+
+def _number(value: object) -> float:
+    """A scored figure as a float (``TypeError`` naming it otherwise)."""
+    if isinstance(value, int | float):
+        return float(value)
+    raise TypeError(f"expected a number in a scored row, got {value!r}")
+
+
+def summarise(rows: Sequence[dict[str, object]]) -> dict[str, object]:
+    """Figures of one variant over its runs (detectable runs only are scored)."""
+    scored = [row for row in rows if row["detectable"]]
+    summary: dict[str, object] = {
+        "runs": len(rows),
+        "detectable": len(scored),
+        "not_detectable": len(rows) - len(scored),
+    }
+    if not scored:
+        return summary
+    errors = [_number(row["position_error_m"]) for row in scored]
+    ratios = [_number(row["rate_ratio"]) for row in scored]
+    within = [1.0 / FACTOR_OF_TWO <= ratio <= FACTOR_OF_TWO for ratio in ratios]
+    summary.update(
+        {
+            "segment_correct_fraction": statistics.fmean(
+                float(bool(row["segment_correct"])) for row in scored
+            ),
+            "median_position_error_m": statistics.median(errors),
+            "p90_position_error_m": float(np.percentile(errors, PERCENTILE_90)),
+            "rate_within_factor_2_fraction": statistics.fmean(float(w) for w in within),
+            "median_rate_ratio": statistics.median(ratios),
+            "truth_in_90_credible_region_fraction": statistics.fmean(
+                float(bool(row["truth_in_credible_region"])) for row in scored
+            ),
+            "truth_in_90_rate_interval_fraction": statistics.fmean(
+                float(bool(row["truth_in_rate_interval"])) for row in scored
+            ),
+            "median_credible_length_m": statistics.median(
+                _number(row["credible_length_m"]) for row in scored
+            ),
+            "median_estimate_s": statistics.median(_number(row["seconds"]) for row in scored),
+            "targets": {
+                "segment_correct_fraction": SEGMENT_TARGET,
+                "median_position_error_m": POSITION_TARGET_M,
+                "rate_within_factor": FACTOR_OF_TWO,
+            },
+        }
+    )
+    return summary
+
+
+def run(
+    *,
+    runs: int,
+    seed: int = 20240612,
+    site_dir: Path = DEFAULT_SITE_DIR,
+    config: LocalisationConfig | None = None,
+    candidates: Candidates | None = None,
+) -> dict[str, object]:
+    """Simulate ``runs`` random leaks and score the localiser; the report as a JSON-able dict."""
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    site = load_site(site_dir)
+    config = config or LocalisationConfig()
+    localiser = Localiser(
+        candidates or pipeline_candidates(site), lel_basis=DEFAULT_LEL_BASIS, config=config
+    )
+    started = time.perf_counter()
+    per_run: list[dict[str, object]] = []
+    by_variant: dict[str, list[dict[str, object]]] = {name: [] for name in VARIANTS}
+    for case in draw_cases(site, runs, seed):
+        records = simulate(site, case)
+        variants = estimate_variants(site, case, records, localiser)
+        for name, row in variants.items():
+            by_variant[name].append(row)
+        per_run.append(
+            {
+                "case": {
+                    "index": case.index,
+                    "pipeline_id": case.pipeline_id,
+                    "chainage_m": case.chainage_m,
+                    "rate_kg_per_s": case.rate_kg_per_s,
+                    "wind_direction_deg": case.wind_direction_deg,
+                    "wind_speed_m_per_s": case.wind_speed_m_per_s,
+                    "stability_class": case.stability_class,
+                    "seed": case.seed,
+                },
+                "variants": variants,
+            }
+        )
+    return {
+        "site": site.id,
+        "runs": runs,
+        "seed": seed,
+        "leak_start_s": LEAK_START_S,
+        "estimate_after_s": ESTIMATE_AFTER_S,
+        "window_s": config.window_s,
+        "rate_range_kg_per_s": list(RATE_RANGE_KG_PER_S),
+        "methane_mass_fraction": METHANE_MASS_FRACTION,
+        "wind_speed_range_m_per_s": list(WIND_SPEED_RANGE_M_PER_S),
+        "stability_classes": list(STABILITY_CLASSES),
+        "candidates": localiser.candidates.count,
+        "summary": {name: summarise(rows) for name, rows in by_variant.items()},
+        "per_run": per_run,
+        "elapsed_s": time.perf_counter() - started,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: run the validation and write the JSON report."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipesentinel.hardware.validation", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--runs", type=int, default=50, help="number of random leaks")
+    parser.add_argument("--seed", type=int, default=20240612, help="seed of the random cases")
+    parser.add_argument("--site", type=Path, default=DEFAULT_SITE_DIR, help="site directory")
+    parser.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"--runs must be >= 1, got {args.runs}")
+    report = run(runs=args.runs, seed=args.seed, site_dir=args.site)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report["summary"], indent=2))  # noqa: T201 - this is the command line
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""Tests of the localiser validation harness: a tiny run's report, and an easy leak is found."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipesentinel.detection.gases import DEFAULT_LEL_BASIS
+from pipesentinel.detection.localisation import Localiser, pipeline_candidates
+from pipesentinel.hardware.validation import (
+    VARIANTS,
+    Case,
+    draw_cases,
+    estimate_variants,
+    main,
+    simulate,
+    summarise,
+)
+from pipesentinel.site import Site
+from pipesentinel.site_loader import load_site
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SUMMARY_KEYS = {
+    "runs",
+    "detectable",
+    "not_detectable",
+    "segment_correct_fraction",
+    "median_position_error_m",
+    "p90_position_error_m",
+    "rate_within_factor_2_fraction",
+    "median_rate_ratio",
+    "truth_in_90_credible_region_fraction",
+    "truth_in_90_rate_interval_fraction",
+    "median_credible_length_m",
+    "median_estimate_s",
+    "targets",
+}
+
+
+@pytest.fixture(scope="module")
+def site() -> Site:
+    return load_site(REPO_ROOT / "sites" / "wanli")
+
+
+def test_cases_are_reproducible_and_in_range(site: Site) -> None:
+    cases = draw_cases(site, 20, seed=5)
+    assert cases == draw_cases(site, 20, seed=5)
+    assert cases != draw_cases(site, 20, seed=6)
+    for case in cases:
+        assert 0.2 <= case.rate_kg_per_s <= 3.0
+        assert 0.0 <= case.chainage_m <= site.pipeline(case.pipeline_id).length_m
+        assert case.stability_class in {"B", "C", "D", "E", "F"}
+
+
+def test_easy_leak_next_to_a_detector_is_found(site: Site) -> None:
+    """The reference scenario's geometry: P1 at 2236 m, 16 m from GD07, wind from 80 deg."""
+    case = Case(
+        index=0,
+        pipeline_id="P1",
+        chainage_m=2236.0,
+        rate_kg_per_s=1.0,
+        wind_direction_deg=80.0,
+        wind_speed_m_per_s=3.5,
+        stability_class="D",
+        seed=7,
+    )
+    localiser = Localiser(pipeline_candidates(site), lel_basis=DEFAULT_LEL_BASIS)
+    scored = estimate_variants(site, case, simulate(site, case), localiser)
+    assert set(scored) == {"estimated", "true_class", "one_station_dead"}  # D: no wrong class
+    estimated = scored["estimated"]
+    assert estimated["detectable"] is True
+    assert estimated["segment_correct"] is True
+    assert estimated["true_segment"] == "P1-S3"
+    assert isinstance(estimated["position_error_m"], float)
+    assert estimated["position_error_m"] < 30.0
+    assert isinstance(estimated["rate_ratio"], float)
+    assert 0.5 <= estimated["rate_ratio"] <= 2.0
+    summary = summarise([estimated])
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["segment_correct_fraction"] == 1.0
+
+
+def test_tiny_run_writes_a_complete_report(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    assert main(["--runs", "2", "--seed", "11", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["runs"] == 2
+    assert len(report["per_run"]) == 2
+    assert set(report["summary"]) == set(VARIANTS)
+    estimated = report["summary"]["estimated"]
+    assert estimated["runs"] == 2
+    assert estimated["detectable"] + estimated["not_detectable"] == 2
+    if estimated["detectable"]:
+        assert set(estimated) == SUMMARY_KEYS
+    for run in report["per_run"]:
+        assert {"case", "variants"} <= set(run)
+        assert run["variants"]["estimated"]["true_segment"].startswith(run["case"]["pipeline_id"])
+
+
+def test_bad_run_count_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["--runs", "0", "--out", str(tmp_path / "x.json")])
