@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from pipesentinel.detection.gases import DEFAULT_LEL_BASIS, LelBasis
+from pipesentinel.notification_settings import NotificationSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SITE_DIR = REPO_ROOT / "sites" / "wanli"
@@ -70,17 +71,49 @@ class StorageSettings(_Section):
 
 
 class IngestSettings(_Section):
-    """Validation limits and batching of the MQTT edge."""
+    """Validation limits, batching and recording of the MQTT edge.
+
+    Batching: the writer takes a batch as soon as one message is queued, after waiting at most
+    ``batch_linger_s`` for more (up to ``batch_max_messages``). A short linger keeps the latency
+    of a lone message low (a reading at seed load waits ``batch_linger_s``, not a whole batch
+    period); under load batches still fill, because messages accumulate while the writer commits
+    the previous batch. ``batch_max_wait_s`` is only the writer's idle wake-up period (when it
+    flushes the rejection log summary and checks for stop). ``record_path``: append every message
+    received (raw, before validation) to this JSON-lines file (``docs/mqtt.md``, "Recording").
+    """
 
     queue_capacity_messages: int = Field(default=2000, ge=10, le=65535)
     batch_max_messages: int = Field(default=500, ge=1)
     batch_max_wait_s: float = Field(default=0.2, gt=0)
+    batch_linger_s: float = Field(default=0.005, ge=0)
+    record_path: Path | None = None
     max_json_payload_bytes: int = Field(default=4096, ge=256)
     max_image_payload_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_future_skew_s: float = Field(default=300.0, ge=0)
     max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     dead_letter_path: Path = Path("var/dead_letter.sqlite3")
     log_every_nth_rejection: int = Field(default=100, ge=1)
+
+
+class AlarmSettings(_Section):
+    """The alarm philosophy and where the alarm journal lives (``docs/alarm-lifecycle.md``)."""
+
+    journal_path: Path = Path("var/alarm_journal.sqlite3")
+    incidents_path: Path = Path("var/incidents.sqlite3")
+    # Longest timed shelve: one 8-hour shift (a design choice; ISA-18.2 asks for a limit).
+    max_shelve_s: float = Field(default=8 * 3600.0, gt=0)
+    # EEMUA 191 / ISA-18.2: a flood is more than 10 annunciations in 10 minutes.
+    flood_window_s: float = Field(default=600.0, gt=0)
+    flood_start_above_count: int = Field(default=10, ge=1)
+    flood_end_below_count: int = Field(default=5, ge=1)
+
+
+class DetectionSettings(_Section):
+    """How often the detection engine re-evaluates what does not arrive with readings."""
+
+    tick_period_s: float = Field(default=1.0, gt=0)  # offline checks, shelve expiry, escalation
+    localisation_interval_s: float = Field(default=10.0, gt=0)  # re-estimate open incidents
+    camera_analytics: bool = True  # decode and analyse camera frames
 
 
 class Settings(BaseSettings):
@@ -100,6 +133,9 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     storage: StorageSettings = StorageSettings()
     ingest: IngestSettings = IngestSettings()
+    alarms: AlarmSettings = AlarmSettings()
+    detection: DetectionSettings = DetectionSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
     @classmethod
     def settings_customise_sources(
