@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pipesentinel.hardware.fleet import encode_output, offline_devices
 from pipesentinel.hardware.world import SiteSimulation, StepTruth
-from pipesentinel.ingest.contract import STATUS_OFFLINE, STATUS_ONLINE, decode
+from pipesentinel.ingest.contract import STATUS_OFFLINE, STATUS_ONLINE, Decoder
 from pipesentinel.ingest.records import Record, Rejection
 from pipesentinel.ingest.topics import TOPIC_ROOT, MessageKind, device_topic
 from pipesentinel.settings import IngestSettings
@@ -101,19 +101,16 @@ def scenario_records(
 ) -> Iterator[tuple[Step, list[Record]]]:
     """Like :func:`scenario_messages`, with each step's messages decoded by the ingest contract.
 
-    Raises ``ValueError`` if the contract rejects a simulated message (a simulator bug).
+    One :class:`~pipesentinel.ingest.contract.Decoder` decodes the whole stream (its topic cache
+    makes this faster than :func:`~pipesentinel.ingest.contract.decode` per message; the records
+    are identical). Raises ``ValueError`` if the contract rejects a simulated message (a simulator
+    bug).
     """
-    limits = limits or IngestSettings()
+    decoder = Decoder(sites=simulation.site, limits=limits or IngestSettings())
     for step in scenario_messages(simulation, origin_epoch_s=origin_epoch_s, until_s=until_s):
         records: list[Record] = []
         for message in step.messages:
-            result = decode(
-                message.topic,
-                message.payload,
-                message.time_s,
-                sites=simulation.site,
-                limits=limits,
-            )
+            result = decoder(message.topic, message.payload, message.time_s)
             if isinstance(result, Rejection):
                 raise ValueError(
                     f"the contract rejected a simulated message on {message.topic}: "

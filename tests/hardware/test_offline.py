@@ -10,7 +10,16 @@ import pytest
 from pipesentinel.hardware.offline import scenario_messages, scenario_records
 from pipesentinel.hardware.scenario import load_scenario, parse_scenario
 from pipesentinel.hardware.world import SiteSimulation
-from pipesentinel.ingest.records import DeviceStatusChange, GasReading, LaserReading, WindReading
+from pipesentinel.ingest.contract import decode
+from pipesentinel.ingest.records import (
+    DeviceStatusChange,
+    GasReading,
+    LaserReading,
+    Record,
+    Rejection,
+    WindReading,
+)
+from pipesentinel.settings import IngestSettings
 from pipesentinel.site import Site
 from pipesentinel.site_loader import load_site
 
@@ -73,3 +82,41 @@ def test_offline_device_sends_its_will_and_nothing_else(site: Site) -> None:
     assert statuses[1][0] == pytest.approx(20.0, abs=1.0)
     assert not [t for t in gas_times if 21.0 < t < 40.0]
     assert any(t > 40.0 for t in gas_times)
+
+
+def test_records_are_those_of_decode_per_message(site: Site) -> None:
+    # scenario_records uses one cached-topic Decoder; the records must be exactly what the pure
+    # decode() gives message by message (a leak scenario: gas, wind, laser and status messages).
+    scenario = load_scenario(SITE_DIR / "scenarios" / "p1_associated_gas_leak.toml", site)
+    limits = IngestSettings()
+    expected: list[Record | Rejection] = []
+    for step in scenario_messages(
+        SiteSimulation(site, scenario, frames=False), origin_epoch_s=ORIGIN_EPOCH_S, until_s=60.0
+    ):
+        expected.extend(
+            decode(m.topic, m.payload, m.time_s, sites=site, limits=limits) for m in step.messages
+        )
+    actual: list[Record] = []
+    for _, records in scenario_records(
+        SiteSimulation(site, scenario, frames=False),
+        origin_epoch_s=ORIGIN_EPOCH_S,
+        limits=limits,
+        until_s=60.0,
+    ):
+        actual.extend(records)
+    assert not [r for r in expected if isinstance(r, Rejection)]
+    assert actual == expected
+    assert {type(r) for r in actual} == {GasReading, WindReading, LaserReading, DeviceStatusChange}
+
+
+def test_a_rejected_simulated_message_is_an_error_naming_its_topic(site: Site) -> None:
+    scenario = load_scenario(SITE_DIR / "scenarios" / "quiet_day.toml", site)
+    # Limits no validated settings file could hold (model_construct skips validation): every JSON
+    # payload is too large, so the first reading is rejected.
+    limits = IngestSettings.model_construct(max_json_payload_bytes=8)
+    simulation = SiteSimulation(site, scenario, frames=False)
+    with pytest.raises(ValueError, match=r"rejected a simulated message on pipesentinel/v1/"):
+        for _ in scenario_records(
+            simulation, origin_epoch_s=ORIGIN_EPOCH_S, limits=limits, until_s=10.0
+        ):
+            pass
