@@ -36,13 +36,17 @@ from pipesentinel.demo import (
 )
 from pipesentinel.hardware.fleet import DeviceFleet, ScenarioClock, run_scenario
 from pipesentinel.hardware.scenario import ScenarioError, load_scenario, scenario_paths
+from pipesentinel.hardware.validation import main as validation_main
 from pipesentinel.hardware.world import SiteSimulation
+from pipesentinel.ingest.detection_service import DetectionService
 from pipesentinel.ingest.mosquitto_auth import (
     BrokerConfig,
     MqttUser,
     write_auth_files,
     write_mosquitto_conf,
 )
+from pipesentinel.ingest.notifications import Notifier
+from pipesentinel.ingest.replay import REPORT_NAME, ReplayError, replay, summary_lines
 from pipesentinel.ingest.service import IngestService
 from pipesentinel.ingest.storage.factory import open_frame_store, open_telemetry_store
 from pipesentinel.settings import Settings
@@ -63,6 +67,11 @@ def _settings(args: argparse.Namespace) -> Settings:
             "frames_dir": data / "frames",
         }
         overrides["ingest"] = {"dead_letter_path": data / "dead_letter.sqlite3"}
+        overrides["alarms"] = {
+            "journal_path": data / "alarm_journal.sqlite3",
+            "incidents_path": data / "incidents.sqlite3",
+        }
+        overrides["notifications"] = {"log_path": data / "notifications.sqlite3"}
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
@@ -133,13 +142,22 @@ def _ingest(args: argparse.Namespace) -> int:
     site = load_site(settings.site_dir)
     store = open_telemetry_store(settings.storage)
     try:
-        with IngestService(
-            settings=settings,
-            sites=site,
-            store=store,
-            frame_store=open_frame_store(settings.storage),
-        ) as service:
-            print(f"ingesting site {site.id} from {settings.broker.url}; Ctrl-C stops")
+        with (
+            Notifier(
+                settings=settings.notifications, site_id=site.id, broker=settings.broker
+            ) as notifier,
+            DetectionService(settings=settings, site=site, notifier=notifier) as detection,
+            IngestService(
+                settings=settings,
+                sites=site,
+                store=store,
+                frame_store=open_frame_store(settings.storage),
+            ) as service,
+        ):
+            service.subscribe(detection.submit)
+            print(
+                f"ingesting and detecting site {site.id} from {settings.broker.url}; Ctrl-C stops"
+            )
             _wait_for_signal()
             stats = service.stats()
     finally:
@@ -196,6 +214,24 @@ def _check_site(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _replay(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    site = load_site(settings.site_dir)
+    if args.no_frames:
+        settings = settings.model_copy(
+            update={"detection": settings.detection.model_copy(update={"camera_analytics": False})}
+        )
+    report = replay(args.recording, out_dir=Path(args.out), settings=settings, site=site)
+    for line in summary_lines(report):
+        print(line)
+    print(f"report: {Path(args.out) / REPORT_NAME}")
+    return EXIT_OK
+
+
+def _validate_localisation(args: argparse.Namespace) -> int:
+    return validation_main(args.arguments)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pipesentinel`` command."""
     parser = argparse.ArgumentParser(prog="pipesentinel", description=__doc__.split("\n\n")[0])
@@ -219,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--site", help="site directory")
     broker.set_defaults(handler=_broker_config)
 
-    ingest = commands.add_parser("ingest", help="run the ingest service (external broker)")
+    ingest = commands.add_parser(
+        "ingest", help="run ingestion, detection and notifications (external broker)"
+    )
     ingest.add_argument("--site", help="site directory")
     ingest.set_defaults(handler=_ingest)
 
@@ -230,6 +268,24 @@ def build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--no-frames", action="store_true", help="no camera images")
     devices.add_argument("--site", help="site directory")
     devices.set_defaults(handler=_devices)
+
+    replayer = commands.add_parser(
+        "replay", help="feed a recording (JSON lines) through the live pipeline, write a report"
+    )
+    replayer.add_argument("recording", help="recording file (settings.ingest.record_path)")
+    replayer.add_argument("--out", required=True, help="directory for report.json and databases")
+    replayer.add_argument("--site", help="site directory")
+    replayer.add_argument(
+        "--no-frames", action="store_true", help="the recording has no camera frames"
+    )
+    replayer.set_defaults(handler=_replay)
+
+    validate = commands.add_parser(
+        "validate-localisation",
+        help="score leak localisation on simulated scenarios (docs/validation.md)",
+    )
+    validate.add_argument("arguments", nargs=argparse.REMAINDER, help="--runs N --out FILE ...")
+    validate.set_defaults(handler=_validate_localisation)
 
     check = commands.add_parser("check-site", help="validate a site and its scenarios")
     check.add_argument("--site", help="site directory")
@@ -251,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         ValidationError,
         ValueError,
         FileNotFoundError,
+        ReplayError,
     ) as error:
         print(f"pipesentinel {args.command}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 from rich.console import Console, Group
@@ -29,7 +30,9 @@ from pipesentinel.detection.gases import (
 from pipesentinel.hardware.fleet import DeviceFleet, ScenarioClock, run_scenario
 from pipesentinel.hardware.scenario import Scenario, load_scenario, scenario_paths
 from pipesentinel.hardware.world import SiteSimulation
+from pipesentinel.ingest.detection_service import DetectionService
 from pipesentinel.ingest.embedded_broker import EmbeddedBroker
+from pipesentinel.ingest.notifications import Notifier
 from pipesentinel.ingest.records import (
     CameraFrame,
     DeviceStatusChange,
@@ -52,6 +55,7 @@ DEFAULT_SPEED = 10.0  # scenario seconds per wall second: the P1 leak starts ~30
 DEFAULT_DURATION_S = 900.0  # scenario seconds (90 s of wall time at the default speed)
 REFRESH_PER_S = 4
 ROWS_SHOWN = 14  # the gas detectors with the highest readings
+ALARM_ROWS_SHOWN = 12  # alarms not normal, highest priority first
 
 
 def resolve_scenario(site_dir: Path, name: str) -> Path:
@@ -108,8 +112,9 @@ def status_view(
     broker_url: str,
     store_name: str,
     until_s: float,
+    detection: DetectionService | None = None,
 ) -> Group:
-    """The live terminal status: scenario, ingest counters, gas detectors, wind and lasers."""
+    """The live terminal status: scenario, ingest counters, gas detectors, wind, lasers, alarms."""
     header = Text.assemble(
         ("PipeSentinel demo  ", "bold"),
         f"site {site.id}  scenario {scenario.name}  t = {simulation.time_s:6.0f} s "
@@ -179,7 +184,38 @@ def status_view(
         )
         + "\nCtrl-C stops cleanly."
     )
-    return Group(header, detectors, others, footer)
+    parts: list[Table | Text] = [header, detectors, others]
+    if detection is not None:
+        parts += _alarm_views(detection)
+    return Group(*parts, footer)
+
+
+_PRIORITY_ORDER: Final = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
+def _alarm_views(detection: DetectionService) -> list[Table | Text]:
+    """The alarms that are not normal (highest priority first) and the open incidents."""
+    snapshots = detection.alarm_snapshots()
+    shown = [s for s in snapshots if s.state.value != "normal"]
+    shown.sort(key=lambda s: (_PRIORITY_ORDER[s.definition.priority.value], s.alarm_id))
+    alarms = Table(title=f"Alarms not normal: {len(shown)} (ISA-18.2 states)")
+    for column in ("priority", "alarm", "state", "first out", "detail"):
+        alarms.add_column(column)
+    for snapshot in shown[:ALARM_ROWS_SHOWN]:
+        priority = snapshot.definition.priority.value
+        alarms.add_row(
+            priority,
+            snapshot.alarm_id,
+            snapshot.state.value,
+            "yes" if snapshot.record.first_out else "",
+            snapshot.record.detail[:70],
+            style="bold red" if priority in {"critical", "high"} else "",
+        )
+    lines = []
+    for incident in detection.open_incidents():
+        last = incident.timeline[-1][1] if incident.timeline else ""
+        lines.append(f"INCIDENT {incident.id} zones {', '.join(incident.zones)}: {last}"[:160])
+    return [alarms, Text("\n".join(lines) or "no open incident", style="bold")]
 
 
 def _play(
@@ -245,6 +281,11 @@ def run_demo(
     clock = ScenarioClock(origin_epoch_s=time.time(), speed=speed)
     simulation = SiteSimulation(site, scenario, frame_period_factor=max(speed, 1.0))
     latest = LatestReadings()
+    for path in (settings.alarms.journal_path, settings.alarms.incidents_path):
+        # A demo starts afresh: its scenario clock begins now, so yesterday's journal would be
+        # in its future (the journal refuses time going back).
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
     store = open_telemetry_store(settings.storage)
     service = IngestService(
         settings=settings,
@@ -255,6 +296,15 @@ def run_demo(
         clock=clock.now,
     )
     service.subscribe(latest.update)
+    notifier = Notifier(
+        settings=settings.notifications,
+        site_id=site.id,
+        broker=settings.broker,
+        protocol=protocol,
+        clock=clock.now,
+    )
+    detection = DetectionService(settings=settings, site=site, notifier=notifier, clock=clock.now)
+    service.subscribe(detection.submit)
     fleet = DeviceFleet(
         site,
         broker_url=broker_url,
@@ -278,10 +328,13 @@ def run_demo(
             broker_url=broker_url,
             store_name=store_name,
             until_s=duration_s,
+            detection=detection,
         )
 
     final_view: Group | str = ""
     try:
+        notifier.start()
+        detection.start()
         service.start()
         if not service.wait_connected(30.0):
             raise RuntimeError(f"the ingest service could not connect to {broker_url}")
@@ -292,6 +345,8 @@ def run_demo(
         fleet.stop()
         service.wait_idle(10.0)
         service.stop()
+        detection.stop()
+        notifier.stop()
         stats = service.stats()
         store.close()
         if broker is not None:

@@ -163,6 +163,8 @@ class AlarmKind(StrEnum):
     SUSPECTED_LEAK = "suspected_leak"
     CONFIRMED_LEAK = "confirmed_leak"
     SYSTEM = "system"
+    FIRE = "fire"  # a hot spot seen by a thermal camera
+    INTRUSION = "intrusion"  # activity in a pipeline's right-of-way seen by a camera
 
 
 ZONE_PARENT_KINDS: Final = frozenset({AlarmKind.SUSPECTED_LEAK, AlarmKind.CONFIRMED_LEAK})

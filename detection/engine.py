@@ -1,0 +1,757 @@
+"""The detection engine of one site: validated records in, alarm events and incidents out.
+
+One object wires the detection capabilities together, in this order for every batch of records
+that the ingest hands on (``docs/detection.md``)::
+
+    records ─▶ health (faults are not gas) ─▶ gas thresholds (faulty readings masked)
+            └▶ camera analytics (thermal, visible, laser)
+    ─▶ zone vote (1ooN suspects, 2ooN confirms, camera confirms a HIGH, faults degrade)
+    ─▶ alarm conditions (level-based: what should be active now) ─▶ alarm manager (ISA-18.2,
+       journaled) ─▶ alarm events
+    ─▶ incidents (confirmed zones; evidence; localisation every ``localisation_interval_s``)
+
+Alarm conditions are computed as *levels*: after each batch the engine works out the set of alarm
+conditions that should be active and hands the manager only the differences with the previous
+set. The same rule reconciles the manager's journaled states after a restart, once every device
+has had time to report (:data:`RESTART_SETTLE_S`).
+
+The engine is deterministic: its clock is the receive time of the records it is given (and the
+times passed to :meth:`DetectionEngine.tick`), never the wall clock, so a replay of a recording
+gives the same result every time. It does no network I/O; its journals (alarm journal, incident
+store) are passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipesentinel.alarm_config import AlarmConfig
+from pipesentinel.detection.alarms import (
+    AlarmDefinition,
+    AlarmEvent,
+    AlarmJournal,
+    AlarmKind,
+    AlarmManager,
+    AlarmPolicy,
+    Condition,
+    Priority,
+    ShelveMode,
+)
+from pipesentinel.detection.camera_analytics import (
+    CameraDetection,
+    DetectionKind,
+    SiteCameraAnalytics,
+    site_camera_coverage,
+)
+from pipesentinel.detection.gases import PERCENT, LelBasis, mole_fraction_to_percent_lel
+from pipesentinel.detection.health import HealthFaultKind, HealthMonitor
+from pipesentinel.detection.incidents import Evidence, Incident, IncidentTracker
+from pipesentinel.detection.localisation import (
+    LocalisationResult,
+    Localiser,
+    observations_from_records,
+    pipeline_candidates,
+    wind_from_records,
+)
+from pipesentinel.detection.thresholds import (
+    GASES,
+    AlarmTransition,
+    AlarmType,
+    GasAlarmEvaluator,
+    SetpointTable,
+)
+from pipesentinel.detection.voting import ZoneIndex, ZoneVote, vote
+from pipesentinel.ingest.records import (
+    CameraFrame,
+    DeviceStatus,
+    GasReading,
+    LaserReading,
+    Record,
+    WindReading,
+)
+from pipesentinel.settings import AlarmSettings, DetectionSettings
+from pipesentinel.site import Gas, Site
+
+BoolArray = NDArray[np.bool_]
+
+RESTART_SETTLE_S: Final = 30.0
+"""After a (re)start, alarms the journal says are active are reconciled with the engine's own
+conditions only once this much time has passed [s]: long enough for every gas detector (5 s
+period) and wind station to report a few times and for the 1 s on-delay to pass."""
+
+CAMERA_HOLD_PERIODS: Final = 3.0
+"""A camera or laser detection stays an active condition this many frame (or laser) periods
+after it was last reported [1]: one missed frame must not clear and re-raise an alarm."""
+
+LASER_PERIOD_S: Final = 1.0
+"""Laser reading period of the tri-spectrum cameras [s] (the device contract, docs/mqtt.md)."""
+
+LOCALISATION_WINDOW_MARGIN_S: Final = 60.0
+"""Records are kept this much longer than the localiser's window [s]."""
+
+ALARM_TYPE_NAMES: Final = {
+    AlarmType.LOW: "low",
+    AlarmType.HIGH: "high",
+    AlarmType.RATE_OF_RISE: "rate_of_rise",
+}
+
+CAMERA_GAS_KINDS: Final = frozenset({DetectionKind.COLD_PLUME, DetectionKind.LASER_GAS})
+"""Camera detections that see gas (and so can confirm a HIGH alarm in a zone they cover)."""
+
+CAMERA_ALARMS: Final[Mapping[DetectionKind, tuple[AlarmKind, Priority]]] = {
+    DetectionKind.COLD_PLUME: (AlarmKind.GAS, Priority.MEDIUM),
+    DetectionKind.LASER_GAS: (AlarmKind.GAS, Priority.MEDIUM),
+    DetectionKind.HOT_SPOT: (AlarmKind.FIRE, Priority.CRITICAL),
+    DetectionKind.INTRUSION: (AlarmKind.INTRUSION, Priority.HIGH),
+}
+"""Alarms raised by camera detections (a blocked beam is a health fault, not a camera alarm)."""
+
+
+def gas_alarm_id(detector_id: str, gas: Gas, alarm: AlarmType) -> str:
+    """``"GD07.methane.low"``."""
+    return f"{detector_id}.{gas.value}.{ALARM_TYPE_NAMES[alarm]}"
+
+
+def fault_alarm_id(device_id: str, kind: HealthFaultKind) -> str:
+    """``"GD07.fault.stuck"``."""
+    return f"{device_id}.fault.{kind.value}"
+
+
+def zone_alarm_id(zone: str, what: str) -> str:
+    """``"zone.P1-S3.confirmed_leak"``."""
+    return f"zone.{zone}.{what}"
+
+
+def camera_alarm_id(camera_id: str, kind: DetectionKind) -> str:
+    """``"CAM5.camera.cold_plume"``."""
+    return f"{camera_id}.camera.{kind.value}"
+
+
+@dataclass(frozen=True)
+class EngineOutput:
+    """What one call of the engine produced."""
+
+    alarm_events: list[AlarmEvent] = field(default_factory=list)
+    incidents: list[Incident] = field(default_factory=list)  # new versions
+    camera_detections: list[CameraDetection] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.alarm_events or self.incidents or self.camera_detections)
+
+
+@dataclass
+class _Wanted:
+    """One alarm condition the engine wants active, with what to tell people."""
+
+    value: float | None
+    detail: str
+
+
+class DetectionEngine:
+    """Continuous leak detection for one site.
+
+    Parameters
+    ----------
+    site
+        The site.
+    alarm_config
+        Its set points (``sites/<site>/alarms.toml``).
+    lel_basis
+        The LEL basis every %LEL is stated on.
+    journal
+        Where alarm transitions go (append-only); the manager is rebuilt from it.
+    alarm_settings, detection_settings
+        The ``alarms`` and ``detection`` sections of the settings.
+    incidents
+        Latest versions of incidents stored before a restart.
+    """
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        alarm_config: AlarmConfig,
+        lel_basis: LelBasis,
+        journal: AlarmJournal,
+        alarm_settings: AlarmSettings | None = None,
+        detection_settings: DetectionSettings | None = None,
+        incidents: Sequence[Incident] = (),
+    ) -> None:
+        alarm_settings = alarm_settings or AlarmSettings()
+        self.settings = detection_settings or DetectionSettings()
+        self.site = site
+        self.lel_basis = lel_basis
+        self.table = SetpointTable.for_site(site, alarm_config, basis=lel_basis)
+        if tuple(self.table.detector_ids) != tuple(d.id for d in site.gas_detectors):
+            raise ValueError("the set point table must list the site's gas detectors in order")
+        self.thresholds = GasAlarmEvaluator(self.table)
+        self.health = HealthMonitor(site, expect_frames=self.settings.camera_analytics)
+        self.cameras = SiteCameraAnalytics(site)
+        self.coverage = site_camera_coverage(site)
+        self.zones = ZoneIndex.for_site(site)
+        self.tracker = IncidentTracker(site, self.zones)
+        self.tracker.restore(incidents)
+        self.alarms = AlarmManager(
+            journal,
+            policy=AlarmPolicy(
+                max_shelve_s=alarm_settings.max_shelve_s,
+                flood_window_s=alarm_settings.flood_window_s,
+                flood_start_above_count=alarm_settings.flood_start_above_count,
+                flood_end_below_count=alarm_settings.flood_end_below_count,
+            ),
+        )
+        self._localiser: Localiser | None = None
+        self._zone_of_detector = {detector.id: detector.zone for detector in site.gas_detectors}
+        self._detector_index = {detector.id: i for i, detector in enumerate(site.gas_detectors)}
+        self._definitions = self._alarm_definitions()
+        # Conditions: what the engine wants active now (level-based), and what it last told the
+        # manager. After a restart the manager's own active set is the reference, once settled.
+        self._wanted: dict[str, _Wanted] = {}
+        self._told: set[str] = {
+            snapshot.alarm_id
+            for snapshot in self.alarms.alarms()
+            if snapshot.record.active and snapshot.alarm_id in self._definitions
+        }
+        self._started_s: float | None = None
+        self._now_s = -math.inf
+        self._camera_seen: dict[str, tuple[float, float, CameraDetection]] = {}
+        self._recent: deque[Record] = deque()
+        self._last_localised: dict[str, float] = {}
+        self._last_vote: ZoneVote | None = None
+        self._warming_up: set[str] = set()
+
+    # --- definitions -----------------------------------------------------------------------
+
+    def _alarm_definitions(self) -> dict[str, AlarmDefinition]:
+        definitions: dict[str, AlarmDefinition] = {}
+        site = self.site
+        for zone in self.zones.zone_ids:
+            for what, kind, priority, latching, text in (
+                (
+                    "confirmed_leak",
+                    AlarmKind.CONFIRMED_LEAK,
+                    Priority.CRITICAL,
+                    True,
+                    "Confirmed leak: 2ooN detectors, or HIGH with a camera",
+                ),
+                (
+                    "suspected_leak",
+                    AlarmKind.SUSPECTED_LEAK,
+                    Priority.HIGH,
+                    False,
+                    "Suspected leak: one detector at LOW",
+                ),
+                (
+                    "blind",
+                    AlarmKind.FAULT,
+                    Priority.HIGH,
+                    False,
+                    "Every detector of the zone is in fault: no gas detection here",
+                ),
+                (
+                    "vote_degraded",
+                    AlarmKind.FAULT,
+                    Priority.LOW,
+                    False,
+                    "A detector of the zone is in fault: 2ooN degraded to 1oo(N-1)",
+                ),
+            ):
+                alarm_id = zone_alarm_id(zone, what)
+                definitions[alarm_id] = AlarmDefinition(
+                    alarm_id=alarm_id,
+                    kind=kind,
+                    priority=priority,
+                    zone=zone,
+                    latching=latching,
+                    description=f"zone {zone}: {text}",
+                )
+        for detector in site.gas_detectors:
+            for gas in detector.gases:
+                for alarm, kind, priority, latching in (
+                    (AlarmType.LOW, AlarmKind.GAS, Priority.MEDIUM, False),
+                    (AlarmType.HIGH, AlarmKind.GAS, Priority.HIGH, True),
+                    (AlarmType.RATE_OF_RISE, AlarmKind.RATE_OF_RISE, Priority.LOW, False),
+                ):
+                    alarm_id = gas_alarm_id(detector.id, gas, alarm)
+                    definitions[alarm_id] = AlarmDefinition(
+                        alarm_id=alarm_id,
+                        kind=kind,
+                        priority=priority,
+                        device_id=detector.id,
+                        zone=detector.zone,
+                        latching=latching,
+                        description=f"{detector.id} {gas.value} {ALARM_TYPE_NAMES[alarm]}",
+                    )
+        for device in site.devices:
+            device_zone = self._zone_of_detector_or_none(device.id)
+            for fault in HealthFaultKind:
+                alarm_id = fault_alarm_id(device.id, fault)
+                definitions[alarm_id] = AlarmDefinition(
+                    alarm_id=alarm_id,
+                    kind=AlarmKind.FAULT,
+                    priority=Priority.LOW,
+                    device_id=device.id,
+                    zone=device_zone,
+                    description=f"{device.id} fault: {fault.value}",
+                )
+        for camera in site.cameras:
+            for detection_kind, (kind, priority) in CAMERA_ALARMS.items():
+                alarm_id = camera_alarm_id(camera.id, detection_kind)
+                definitions[alarm_id] = AlarmDefinition(
+                    alarm_id=alarm_id,
+                    kind=kind,
+                    priority=priority,
+                    device_id=camera.id,
+                    description=f"{camera.id} sees {detection_kind.value.replace('_', ' ')}",
+                )
+        return definitions
+
+    def _zone_of_detector_or_none(self, device_id: str) -> str | None:
+        return self._zone_of_detector.get(device_id)
+
+    def definition(self, alarm_id: str) -> AlarmDefinition:
+        """Static attributes of an alarm this engine raises; ``KeyError`` otherwise."""
+        return self._definitions[alarm_id]
+
+    # --- the data path ---------------------------------------------------------------------
+
+    @property
+    def now_s(self) -> float:
+        """The engine's clock: the latest receive (or tick) time it has seen [s]."""
+        return self._now_s
+
+    def _advance(self, time_s: float) -> float:
+        self._now_s = max(self._now_s, time_s)
+        if self._started_s is None:
+            self._started_s = self._now_s
+        return self._now_s
+
+    def process(self, records: Sequence[Record]) -> EngineOutput:
+        """Evaluate one batch of validated records (as the ingest hands them on)."""
+        if not records:
+            return EngineOutput()
+        now_s = self._advance(max(_received_time_s(record) for record in records))
+        for record in records:
+            if isinstance(record, GasReading | LaserReading):
+                if record.status is DeviceStatus.WARMUP:
+                    self._warming_up.add(record.device_id)
+                elif record.status is not DeviceStatus.OK:
+                    self._warming_up.discard(record.device_id)
+                # Back to ok: still "warming up" until the health check's self-report clears.
+        self.health.update(records, now_s)
+        fault_mask = self.health.gas_fault_mask()
+        gas = [record for record in records if isinstance(record, GasReading)]
+        gas_evidence: list[Evidence] = []
+        if gas:
+            per_reading = fault_mask[[self._detector_index[r.device_id] for r in gas]]
+            result = self.thresholds.evaluate_readings(gas, fault=per_reading)
+            gas_evidence = [
+                self._gas_evidence(transition)
+                for transition in result.transitions.to_list(self.table.detector_ids)
+                if transition.became_active and transition.alarm is not AlarmType.RATE_OF_RISE
+            ]
+        detections: list[CameraDetection] = []
+        if self.settings.camera_analytics:
+            camera_records = [r for r in records if isinstance(r, CameraFrame | LaserReading)]
+        else:
+            camera_records = [r for r in records if isinstance(r, LaserReading)]
+        for record in camera_records:
+            try:
+                detections += self.cameras.process(record)
+            except ValueError:
+                # A frame the contract accepted but the analytics cannot read: the health and
+                # ingest layers already count it; it must not stop detection.
+                continue
+        camera_evidence = self._note_detections(detections, now_s)
+        self._remember(records, now_s)
+        output = self._conclude(now_s, [*gas_evidence, *camera_evidence])
+        return EngineOutput(output.alarm_events, output.incidents, detections)
+
+    def _gas_evidence(self, transition: AlarmTransition) -> Evidence:
+        return Evidence(
+            time_s=transition.time_s,
+            source_id=transition.detector_id,
+            kind=f"gas.{ALARM_TYPE_NAMES[transition.alarm]}",
+            detail=(
+                f"{transition.detector_id} {transition.gas.value} "
+                f"{_percent(transition.value_fraction_lel)} %LEL >= "
+                f"{_percent(transition.setpoint_fraction_lel)} %LEL ({self.lel_basis.value})"
+            ),
+            value=transition.value_fraction_lel,
+            zone=self._zone_of_detector.get(transition.detector_id),
+        )
+
+    def tick(self, now_s: float) -> EngineOutput:
+        """Time-driven work: offline devices, camera holds, shelve expiry, localisation."""
+        now_s = self._advance(now_s)
+        self.health.tick(now_s)
+        output = self._conclude(now_s, [])
+        events = [*output.alarm_events, *self.alarms.tick(now_s)]
+        return EngineOutput(events, output.incidents)
+
+    def _note_detections(
+        self, detections: Iterable[CameraDetection], now_s: float
+    ) -> list[Evidence]:
+        evidence: list[Evidence] = []
+        for detection in detections:
+            if detection.kind not in CAMERA_ALARMS:
+                continue
+            period = (
+                LASER_PERIOD_S
+                if detection.kind is DetectionKind.LASER_GAS
+                else self.site.devices_by_id[detection.camera_id].frame_period_s  # type: ignore[union-attr]
+            )
+            alarm_id = camera_alarm_id(detection.camera_id, detection.kind)
+            if alarm_id not in self._camera_seen and detection.kind in CAMERA_GAS_KINDS:
+                evidence.extend(
+                    Evidence(
+                        time_s=detection.time_s,
+                        source_id=detection.camera_id,
+                        kind=f"camera.{detection.kind.value}",
+                        detail=_describe_detection(detection),
+                        value=detection.confidence,
+                        zone=zone,
+                    )
+                    for zone in self._zones_seen_by(detection)
+                )
+            self._camera_seen[alarm_id] = (now_s, period * CAMERA_HOLD_PERIODS, detection)
+        return evidence
+
+    def _zones_seen_by(self, detection: CameraDetection) -> tuple[str, ...]:
+        coverage = self.coverage[detection.camera_id]
+        laser = detection.kind is DetectionKind.LASER_GAS
+        return tuple(coverage.laser_zones if laser else coverage.zones)
+
+    def _remember(self, records: Sequence[Record], now_s: float) -> None:
+        for record in records:
+            if isinstance(record, GasReading | WindReading | LaserReading):
+                self._recent.append(record)
+        keep_s = self._localisation_window_s() + LOCALISATION_WINDOW_MARGIN_S
+        while self._recent and _received_time_s(self._recent[0]) < now_s - keep_s:
+            self._recent.popleft()
+
+    def _localisation_window_s(self) -> float:
+        return self._get_localiser().config.window_s
+
+    def _get_localiser(self) -> Localiser:
+        if self._localiser is None:
+            self._localiser = Localiser(pipeline_candidates(self.site), lel_basis=self.lel_basis)
+        return self._localiser
+
+    # --- conditions ------------------------------------------------------------------------
+
+    def _conclude(self, now_s: float, evidence: list[Evidence]) -> EngineOutput:
+        """From the current state to alarm conditions, alarm events and incidents."""
+        wanted: dict[str, _Wanted] = {}
+        # Camera conditions that are still held.
+        camera_gas_zones: set[str] = set()
+        for alarm_id, (seen_s, hold_s, detection) in list(self._camera_seen.items()):
+            if now_s - seen_s > hold_s:
+                del self._camera_seen[alarm_id]
+                continue
+            wanted[alarm_id] = _Wanted(detection.confidence, _describe_detection(detection))
+            if detection.kind in CAMERA_GAS_KINDS:
+                camera_gas_zones.update(self._zones_seen_by(detection))
+        # Device faults.
+        faults = self.health.faults_by_device()
+        self._warming_up = {
+            device_id
+            for device_id in self._warming_up
+            if HealthFaultKind.SELF_REPORTED in faults.get(device_id, frozenset())
+        }
+        for device_id, kinds in faults.items():
+            for kind in kinds:
+                if kind is HealthFaultKind.SELF_REPORTED and device_id in self._warming_up:
+                    continue  # warming up after power-on: unavailable, not failed (no alarm)
+                wanted[fault_alarm_id(device_id, kind)] = _Wanted(
+                    None, f"{device_id}: {kind.value}"
+                )
+        # Gas conditions (masked by health in the threshold core).
+        active = self.thresholds.active
+        latest = self.thresholds.latest_raw_mole_fraction
+        detectors, gases, types = np.nonzero(active)
+        for d, g, t in zip(detectors.tolist(), gases.tolist(), types.tolist(), strict=True):
+            detector = self.site.gas_detectors[d]
+            gas = GASES[g]
+            alarm = AlarmType(t)
+            fraction = max(float(latest[d, g]), 0.0)
+            percent = float(mole_fraction_to_percent_lel(fraction, gas=gas, basis=self.lel_basis))
+            wanted[gas_alarm_id(detector.id, gas, alarm)] = _Wanted(
+                percent / PERCENT,
+                f"{detector.id} {gas.value} {percent:.0f} %LEL ({self.lel_basis.value})",
+            )
+        # Zone vote.
+        low: BoolArray = np.any(active[:, :, AlarmType.LOW], axis=1)
+        high: BoolArray = np.any(active[:, :, AlarmType.HIGH], axis=1)
+        cameras = np.array([zone in camera_gas_zones for zone in self.zones.zone_ids])
+        result = vote(
+            self.zones,
+            low_active=low,
+            high_active=high,
+            in_fault=self.health.gas_fault_mask(),
+            camera_confirms=cameras,
+        )
+        self._last_vote = result
+        warming = np.array([d.id in self._warming_up for d in self.site.gas_detectors])
+        all_warming = self.zones.count(warming) == self.zones.detectors_per_zone
+        for z, zone in enumerate(self.zones.zone_ids):
+            reason = result.reason(z)
+            if all_warming[z]:
+                reason += " (all detectors warming up after power-on)"
+            for what, flag in (
+                ("confirmed_leak", result.confirmed[z]),
+                ("suspected_leak", result.suspected[z]),
+                ("blind", result.blind[z] and not all_warming[z]),
+                ("vote_degraded", result.degraded[z]),
+            ):
+                if flag:
+                    wanted[zone_alarm_id(zone, what)] = _Wanted(None, reason)
+        events = self._tell(wanted, now_s)
+        gases_by_zone: dict[str, list[str]] = {}
+        for d, g in zip(
+            *np.nonzero(active[:, :, AlarmType.LOW] | active[:, :, AlarmType.HIGH]), strict=True
+        ):
+            zone = self.site.gas_detectors[int(d)].zone
+            gases_by_zone.setdefault(zone, []).append(GASES[int(g)].value)
+        incidents = self.tracker.update(
+            now_s, result, evidence=evidence, gases_by_zone=gases_by_zone
+        )
+        incidents = self._merge_versions(incidents, self._localise(now_s))
+        return EngineOutput(events, incidents)
+
+    def _tell(self, wanted: dict[str, _Wanted], now_s: float) -> list[AlarmEvent]:
+        """Hand the manager the conditions that changed (zone alarms first).
+
+        While the engine settles after a start (:data:`RESTART_SETTLE_S`), conditions are only
+        raised, never cleared: an alarm the journal says is active stays so until the devices
+        have had time to report and the engine knows better.
+        """
+        started_s = self._started_s if self._started_s is not None else now_s
+        settling = now_s - started_s < RESTART_SETTLE_S
+        conditions = [
+            Condition(
+                alarm_id=alarm_id,
+                active=True,
+                time_s=now_s,
+                value=item.value,
+                detail=item.detail,
+                definition=self._definitions.get(alarm_id),
+            )
+            for alarm_id, item in wanted.items()
+            if alarm_id not in self._told
+        ]
+        if not settling:
+            conditions += [
+                Condition(
+                    alarm_id=alarm_id,
+                    active=False,
+                    time_s=now_s,
+                    definition=self._definitions.get(alarm_id),
+                )
+                for alarm_id in sorted(self._told - set(wanted))
+            ]
+        conditions.sort(key=lambda c: (not c.alarm_id.startswith("zone."), c.alarm_id))
+        self._told = self._told | set(wanted) if settling else set(wanted)
+        self._wanted = wanted
+        return self.alarms.apply(conditions) if conditions else []
+
+    # --- localisation ----------------------------------------------------------------------
+
+    def _localise(self, now_s: float) -> list[Incident]:
+        changed: list[Incident] = []
+        for incident in self.tracker.open_incidents():
+            last = self._last_localised.get(incident.id)
+            if last is not None and now_s - last < self.settings.localisation_interval_s:
+                continue
+            self._last_localised[incident.id] = now_s
+            result = self.localise(
+                now_s,
+                gas=Gas.METHANE
+                if "methane" in incident.gases or not incident.gases
+                else Gas.PROPANE,
+            )
+            if result is None:
+                continue
+            changed.append(
+                self.tracker.attach_localisation(
+                    incident.id, result.to_json_dict(top_candidates=20), now_s, _summary(result)
+                )
+            )
+        return changed
+
+    def localise(
+        self, now_s: float | None = None, *, gas: Gas = Gas.METHANE
+    ) -> LocalisationResult | None:
+        """The leak's position and rate from the recent readings; ``None`` without wind."""
+        end_s = self._now_s if now_s is None else now_s
+        localiser = self._get_localiser()
+        records = list(self._recent)
+        wind = wind_from_records(
+            self.site, records, end_time_s=end_s, window_s=localiser.config.window_s
+        )
+        if wind is None:
+            return None
+        observations = observations_from_records(
+            self.site, records, end_time_s=end_s, gas=gas, config=localiser.config
+        )
+        if observations.n_points == 0:
+            return None
+        return localiser.estimate(observations, wind)
+
+    @staticmethod
+    def _merge_versions(first: list[Incident], second: list[Incident]) -> list[Incident]:
+        latest: dict[str, Incident] = {}
+        for incident in [*first, *second]:
+            current = latest.get(incident.id)
+            if current is None or incident.version > current.version:
+                latest[incident.id] = incident
+        return list(latest.values())
+
+    # --- operator actions ------------------------------------------------------------------
+
+    def acknowledge(
+        self, alarm_id: str, *, user: str, time_s: float, comment: str = ""
+    ) -> list[AlarmEvent]:
+        """A duty officer acknowledges an alarm (journaled)."""
+        return self.alarms.acknowledge(
+            alarm_id, user=user, time_s=self._advance(time_s), comment=comment
+        )
+
+    def reset(
+        self, alarm_id: str, *, user: str, time_s: float, comment: str = ""
+    ) -> list[AlarmEvent]:
+        """Reset a latched alarm whose condition has cleared."""
+        return self.alarms.reset(alarm_id, user=user, time_s=self._advance(time_s), comment=comment)
+
+    def shelve(
+        self,
+        alarm_id: str,
+        *,
+        user: str,
+        reason: str,
+        time_s: float,
+        mode: ShelveMode,
+        duration_s: float | None = None,
+    ) -> list[AlarmEvent]:
+        """Shelve an alarm (one-shot or timed, with a reason)."""
+        return self.alarms.shelve(
+            alarm_id,
+            user=user,
+            reason=reason,
+            time_s=self._advance(time_s),
+            mode=mode,
+            duration_s=duration_s,
+        )
+
+    def unshelve(
+        self, alarm_id: str, *, user: str, time_s: float, reason: str = ""
+    ) -> list[AlarmEvent]:
+        """Take an alarm off the shelf."""
+        return self.alarms.unshelve(
+            alarm_id, user=user, time_s=self._advance(time_s), reason=reason
+        )
+
+    def close_incident(
+        self, incident_id: str, *, user: str, reason: str, time_s: float
+    ) -> Incident:
+        """Close an incident whose zones are back to normal."""
+        return self.tracker.close(
+            incident_id, user=user, reason=reason, time_s=self._advance(time_s)
+        )
+
+    @property
+    def last_vote(self) -> ZoneVote | None:
+        """The latest zone vote."""
+        return self._last_vote
+
+
+def _received_time_s(record: Record) -> float:
+    return record.received_time_s
+
+
+def _percent(fraction: float) -> str:
+    return "n/a" if not math.isfinite(fraction) else f"{fraction * PERCENT:.0f}"
+
+
+def _describe_detection(detection: CameraDetection) -> str:
+    parts = [
+        f"{detection.camera_id} {detection.channel.value}: {detection.kind.value.replace('_', ' ')}"
+    ]
+    if detection.temperature_difference_k is not None:
+        parts.append(f"{detection.temperature_difference_k:+.1f} K")
+    if detection.path_integral_excess_mole_fraction_m is not None:
+        parts.append(
+            f"{detection.path_integral_excess_mole_fraction_m * 1e6:.0f} ppm·m above ambient"
+        )
+    if detection.location is not None:
+        parts.append(
+            f"at {detection.location.pipeline_id} chainage {detection.location.chainage_m:.0f} m"
+        )
+    parts.append(f"confidence {detection.confidence:.2f}")
+    return ", ".join(parts)
+
+
+def _summary(result: LocalisationResult) -> str:
+    segment = result.most_probable_segment
+    where = (
+        f"{result.map_pipeline_id} chainage {result.map_chainage_m:.0f} m"
+        if result.map_chainage_m is not None
+        else f"({result.map_position_m[0]:.0f}, {result.map_position_m[1]:.0f}) m"
+    )
+    text = f"most probable at {where}"
+    if segment is not None:
+        text += f", segment {segment.segment_id} (p = {segment.probability:.2f})"
+    rate = result.rate
+    text += (
+        f", rate {rate.median_kg_per_s:.2g} kg/s "
+        f"({rate.lower_kg_per_s:.2g}-{rate.upper_kg_per_s:.2g})"
+    )
+    if result.flags:
+        text += "; flags: " + ", ".join(sorted(flag.value for flag in result.flags))
+    return text
+
+
+def alarm_notification(engine: DetectionEngine, event: AlarmEvent) -> dict[str, Any] | None:
+    """The notifier's JSON for an alarm event (its current state), or ``None`` for site events."""
+    if event.alarm_id is None:
+        return None
+    snapshot = engine.alarms.alarm(event.alarm_id)
+    definition = snapshot.definition
+    record = snapshot.record
+    return {
+        "alarm_id": event.alarm_id,
+        "event_id": f"{engine.site.id}:alarm:{event.sequence}",
+        "time_s": event.time_s,
+        "event": event.event.value,
+        "state": snapshot.state.value,
+        "priority": definition.priority.value,
+        "kind": definition.kind.value,
+        "device_id": definition.device_id,
+        "zone": definition.zone,
+        "latching": definition.latching,
+        "active": record.active,
+        "acknowledged": record.acknowledged,
+        "first_out": record.first_out,
+        "value": record.value,
+        "detail": record.detail,
+        "user": event.user,
+        "reason": event.reason,
+        "unacknowledged_since_s": record.unacknowledged_since_s,
+        "lel_basis": engine.lel_basis.value,
+        "description": definition.description,
+    }
+
+
+def incident_notification(incident: Incident) -> dict[str, Any]:
+    """The notifier's JSON for an incident version."""
+    body = incident.to_json()
+    body["event_id"] = f"{incident.id}:v{incident.version}"
+    body["time_s"] = incident.updated_time_s
+    return body

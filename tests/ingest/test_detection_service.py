@@ -1,0 +1,167 @@
+"""The live chain on a real Mosquitto: device publish -> ingest -> detection -> alarm on MQTT."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from pipesentinel.alarm_config import AlarmConfig
+from pipesentinel.hardware.testbed import MosquittoProcess
+from pipesentinel.ingest.detection_service import DetectionService
+from pipesentinel.ingest.notifications import Notifier
+from pipesentinel.ingest.service import IngestService
+from pipesentinel.ingest.storage.sqlite import SQLiteStore
+from pipesentinel.ingest.topics import TOPIC_ROOT
+from pipesentinel.settings import Settings
+from pipesentinel.site import Site
+from pipesentinel.site_loader import load_site
+
+SITE_DIR = Path(__file__).resolve().parents[2] / "sites" / "wanli"
+WAIT_S = 30.0  # deadline of a wait, never asserted as a duration
+METHANE_PPM = 15_000.0  # 34 %LEL on the IEC 60079-20-1 basis (LEL 4.4 %vol): above LOW (20 %)
+
+
+class Watcher:
+    """Subscribes to the site's alarm topics and keeps the latest payload per topic."""
+
+    def __init__(self, broker: MosquittoProcess, filter_: str) -> None:
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.changed = threading.Condition()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(filter_, qos=1)
+        self.client.loop_start()
+
+    def _on_message(
+        self,
+        client: mqtt.Client,  # noqa: ARG002 - paho's callback signature
+        userdata: Any,  # noqa: ARG002 - paho's callback signature
+        message: mqtt.MQTTMessage,
+    ) -> None:
+        with self.changed:
+            self.latest[message.topic] = json.loads(message.payload)
+            self.changed.notify_all()
+
+    def wait(self, topic: str, state: str) -> dict[str, Any]:
+        deadline = time.monotonic() + WAIT_S
+        with self.changed:
+            while self.latest.get(topic, {}).get("state") != state:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    pytest.fail(f"{topic} never reached {state!r}; last {self.latest.get(topic)}")
+                self.changed.wait(remaining)
+            return self.latest[topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def site(unique_site_id: str) -> Site:
+    return dataclasses.replace(load_site(SITE_DIR), id=unique_site_id)
+
+
+def _settings(broker: MosquittoProcess, directory: Path, site_id: str) -> Settings:
+    return Settings(
+        site_dir=SITE_DIR,
+        broker={"url": broker.url, "client_id": f"ingest-{site_id}"},
+        ingest={"dead_letter_path": directory / "dead_letter.sqlite3"},
+        alarms={
+            "journal_path": directory / "journal.sqlite3",
+            "incidents_path": directory / "incidents.sqlite3",
+        },
+        detection={"tick_period_s": 0.2, "camera_analytics": False},
+        notifications={
+            "mqtt_client_id": f"notifier-{site_id}",
+            "log_path": directory / "notifications.sqlite3",
+        },
+    )
+
+
+@pytest.fixture
+def chain(
+    mosquitto: MosquittoProcess, tmp_path: Path, site: Site
+) -> Iterator[tuple[Settings, DetectionService]]:
+    settings = _settings(mosquitto, tmp_path, site.id)
+    store = SQLiteStore(tmp_path / "telemetry.sqlite3")
+    with (
+        Notifier(
+            settings=settings.notifications, site_id=site.id, broker=settings.broker
+        ) as notifier,
+        DetectionService(
+            settings=settings,
+            site=site,
+            notifier=notifier,
+            alarm_config=AlarmConfig.defaults_for(site),
+        ) as detection,
+        IngestService(
+            settings=settings,
+            sites=site,
+            store=store,
+            topic_filters=(f"{TOPIC_ROOT}/{site.id}/#",),
+        ) as ingest,
+    ):
+        ingest.subscribe(detection.submit)
+        assert ingest.wait_connected(WAIT_S)
+        assert notifier.wait_connected(WAIT_S)
+        yield settings, detection
+    store.close()
+
+
+def test_gas_on_one_detector_raises_a_suspected_leak_on_mqtt_and_an_ack_is_published(
+    mosquitto: MosquittoProcess, site: Site, chain: tuple[Settings, DetectionService]
+) -> None:
+    _, detection = chain
+    prefix = f"{TOPIC_ROOT}/{site.id}"
+    watcher = Watcher(mosquitto, f"{prefix}/alarms/#")
+    device = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    device.connect(mosquitto.host, mosquitto.port)
+    device.loop_start()
+    try:
+        for seq in range(1, 6):
+            body = {
+                "ts": round(time.time() * 1000),
+                "seq": seq,
+                "ch4_ppm": METHANE_PPM,
+                "c3h8_ppm": 0.0,
+                "status": "ok",
+            }
+            device.publish(f"{prefix}/gas/GD07", json.dumps(body).encode(), qos=1).wait_for_publish(
+                WAIT_S
+            )
+            time.sleep(1.1)  # the 1 s on-delay needs two readings at least 1 s apart
+        topic = f"{prefix}/alarms/zone.P1-S3.suspected_leak"
+        alarm = watcher.wait(topic, "unack")
+        assert alarm["priority"] == "high"
+        assert "1 of" in alarm["detail"]
+        detection.acknowledge("zone.P1-S3.suspected_leak", user="duty1", comment="seen")
+        acked = watcher.wait(topic, "acked")
+        assert acked["user"] == "duty1"
+    finally:
+        device.disconnect()
+        device.loop_stop()
+        watcher.close()
+    # A console connecting now gets the current state at once (retained).
+    late = Watcher(mosquitto, f"{prefix}/alarms/zone.P1-S3.suspected_leak")
+    try:
+        assert late.wait(f"{prefix}/alarms/zone.P1-S3.suspected_leak", "acked")["alarm_id"] == (
+            "zone.P1-S3.suspected_leak"
+        )
+    finally:
+        late.close()
+    assert detection.stats().errors == 0
