@@ -101,6 +101,20 @@ BACKGROUND_MOLE_FRACTION: Final = 0.0
 # Ring buffer margin: readings per window beyond window / sample period (timestamp jitter, the
 # reading at the window's start).
 RING_MARGIN_READINGS: Final = 2
+# Running sums of the rate of rise: restart them (at the oldest kept reading) once the first
+# reading of a batch is this long after their origin. Their rounding error grows with the
+# number of terms and the square of the time since the origin; an hour at 2 s keeps it below
+# ~1e-7 of a 60 s window's slope, and a restart costs O(capacity) once an hour. A design choice.
+REBASE_AFTER_S: Final = 3600.0
+# Causal median of 3 before the slope: an isolated spike (a silent spike fault) never reaches
+# the rate of rise. The median needs the two readings accepted before the current one.
+_MEDIAN_HISTORY: Final = 2
+_SUMS: Final = 5  # count, sum of s, of x, of s s, of s x
+_EPSILON: Final = float(np.finfo(np.float64).eps)
+# Safety margins on the rounding-error bound of the running-sum slope: readings whose slope is
+# closer than this to a decision are recomputed exactly as the reference does (few, if any).
+_GUARD_ULPS: Final = 8.0
+_GUARD_FACTOR: Final = 4.0
 _NO_EVENT: Final = -1
 ScalarT = TypeVar("ScalarT", bound=np.generic)
 
@@ -577,12 +591,26 @@ class _Layout:
 
 
 @dataclass(frozen=True)
-class _Ring:
-    """Ring buffer contents followed by a batch, per row: (R, C + K) and (R, C + K, G)."""
+class _Batch:
+    """The rate-of-rise inputs of a batch laid out as (R, K, G).
 
-    time_s: FloatArray
-    mole_fraction: FloatArray
-    valid: BoolArray
+    ``history``/``history_valid`` are the clipped readings and their validity preceded by the
+    two accepted before the batch, (R, 2 + K, G); ``prefix`` the running sums (R, K, G, 5) of
+    (count, s, x, s s, s x) over the filtered series, s = time - origin [s], x the median.
+    """
+
+    filtered: FloatArray
+    filtered_valid: BoolArray
+    history: FloatArray
+    history_valid: BoolArray
+    prefix: FloatArray
+
+
+def _sum_terms(shifted_s: FloatArray, filtered: FloatArray, use: BoolArray) -> FloatArray:
+    """Terms (1, s, x, s s, s x) of the running sums where ``use``, else 0, (..., G, 5)."""
+    s = np.where(use, shifted_s[..., np.newaxis], 0.0)
+    x = np.where(use, filtered, 0.0)
+    return np.stack((use.astype(np.float64), s, x, s * s, s * x), axis=-1)
 
 
 @dataclass(frozen=True)
@@ -645,10 +673,23 @@ class GasAlarmEvaluator:
         if self.capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         n, g, a = table.detector_count, len(GASES), len(ALARM_TYPES)
+        c = self.capacity
+        self._search_steps = max(1, (c - 1).bit_length())
         self._last_time_s = np.full(n, -np.inf)
-        self._ring_time_s = np.full((n, self.capacity), np.nan)
-        self._ring_mole_fraction = np.zeros((n, self.capacity, g))
-        self._ring_valid = np.zeros((n, self.capacity, g), dtype=np.bool_)
+        # Circular ring buffers: slot `_next[d]` is written next; `_filled[d]` slots are used.
+        self._next = np.zeros(n, dtype=np.int64)
+        self._filled = np.zeros(n, dtype=np.int64)
+        self._ring_time_s = np.full((n, c), np.nan)
+        self._ring_mole_fraction = np.zeros((n, c, g))  # clipped readings (recent statistics)
+        self._ring_valid = np.zeros((n, c, g), dtype=np.bool_)
+        self._ring_filtered = np.zeros((n, c, g))  # median of 3 (rate of rise)
+        self._ring_filtered_valid = np.zeros((n, c, g), dtype=np.bool_)
+        # Running sums of the filtered series since `_origin_s`, through each slot.
+        self._ring_prefix = np.zeros((n, c, g, _SUMS))
+        self._origin_s = np.full(n, np.nan)
+        # The two latest accepted readings (clipped, valid), oldest first: the median's inputs.
+        self._previous_mole_fraction = np.zeros((n, _MEDIAN_HISTORY, g))
+        self._previous_valid = np.zeros((n, _MEDIAN_HISTORY, g), dtype=np.bool_)
         self._condition = np.zeros((n, g, a), dtype=np.bool_)
         self._run_start_s = np.full((n, g, a), -np.inf)
         self._active = np.zeros((n, g, a), dtype=np.bool_)
@@ -686,8 +727,16 @@ class GasAlarmEvaluator:
 
     @property
     def rate_of_rise_fraction_lel_per_s(self) -> FloatArray:
-        """Latest rate-of-rise slope, shape (n, G) [s-1] (fraction of the LEL); nan if none."""
+        """Latest rate-of-rise slope, shape (n, G) [s-1] (fraction of the LEL); nan if none.
+
+        Equal to the per-reading reference's slope to rounding (relative ~1e-12); the alarm
+        decisions and the values in transitions are the reference's exactly.
+        """
         return self._rate.copy()
+
+    def _chronological_slots(self) -> IntArray:
+        """Ring slot of each position, oldest first, shape (n, C)."""
+        return (self._next[:, np.newaxis] + np.arange(self.capacity)) % self.capacity
 
     def recent(
         self, *, window_s: npt.ArrayLike | None = None, now_s: npt.ArrayLike | None = None
@@ -707,8 +756,13 @@ class GasAlarmEvaluator:
         window = np.broadcast_to(window, table.window_s.shape)
         now = self._last_time_s if now_s is None else as_float_array(now_s, "now_s")
         now = np.broadcast_to(now, self._last_time_s.shape)[:, np.newaxis, np.newaxis]
-        times = self._ring_time_s[..., np.newaxis]  # (n, C, 1)
-        valid = self._ring_valid & (times <= now)
+        detectors = np.arange(table.detector_count)[:, np.newaxis]
+        slots = self._chronological_slots()
+        ring_time = self._ring_time_s[detectors, slots]
+        ring_valid = self._ring_valid[detectors, slots]
+        values = self._ring_mole_fraction[detectors, slots]
+        times = ring_time[..., np.newaxis]  # (n, C, 1)
+        valid = ring_valid & (times <= now)
         inside = valid & (times > now - window[:, np.newaxis, :])
         # Each reading holds until the next valid one of its gas (or now).
         following = np.where(valid, times, np.inf)[:, ::-1]
@@ -716,7 +770,6 @@ class GasAlarmEvaluator:
         following = np.concatenate((following[:, 1:], np.full_like(following[:, :1], np.inf)), 1)
         held_until = np.minimum(following, now)
         weights = np.where(inside, held_until - times, 0.0)
-        values = self._ring_mole_fraction
         count = inside.sum(axis=1)
         weight_sum = weights.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -724,13 +777,12 @@ class GasAlarmEvaluator:
             plain = np.where(inside, values, 0.0).sum(axis=1) / count
         mean = np.where(weight_sum > 0.0, weighted, plain)
         mean = np.where(count > 0, mean, np.nan)
-        last_slot = np.where(self._ring_valid, np.arange(self.capacity)[:, np.newaxis], -1)
+        last_slot = np.where(ring_valid, np.arange(self.capacity)[:, np.newaxis], -1)
         last_slot = last_slot.max(axis=1)  # (n, G)
         has = last_slot >= 0
         slot = np.maximum(last_slot, 0)
-        rows = np.arange(table.detector_count)[:, np.newaxis]
-        latest = np.where(has, values[rows, slot, np.arange(len(GASES))], np.nan)
-        last_time = np.where(has, self._ring_time_s[rows, slot], np.nan)
+        latest = np.where(has, values[detectors, slot, np.arange(len(GASES))], np.nan)
+        last_time = np.where(has, ring_time[detectors, slot], np.nan)
         floor = BACKGROUND_MOLE_FRACTION + ELEVATED_NOISE_SIGMAS * table.noise_std_mole_fraction
         low = table.setpoint[..., AlarmType.LOW] * table.lel_mole_fraction
         elevated = (count > 0) & (mean >= floor) & (mean < low)
@@ -793,20 +845,29 @@ class GasAlarmEvaluator:
         clipped = np.maximum(raw, 0.0)
         lel = table.lel_mole_fraction
 
-        # Ring buffer followed by the batch: each reading's window is the `capacity` entries
-        # ending at it (strided views, no copy).
-        extended = _Ring(
-            np.concatenate((self._ring_time_s[rows], t), axis=1),
-            np.concatenate((self._ring_mole_fraction[rows], clipped), axis=1),
-            np.concatenate((self._ring_valid[rows], valid), axis=1),
-        )
-        slope_fraction = self._slopes(rows, t, extended) / lel
+        batch = self._filtered(rows, clipped, valid)
+        self._rebase(rows, t[:, 0])
+        batch = self._with_prefix(rows, t, batch)
+        slope, uncertain = self._slopes(rows, t, batch)
+        if uncertain.any():
+            row, k, gas = np.nonzero(uncertain)
+            slope[row, k, gas] = self._exact_slopes(rows, t=t, batch=batch, row=row, k=k, gas=gas)
+        slope_fraction = slope / lel
         level = clipped / lel
         value = np.stack((level, level, slope_fraction), axis=-1)  # (R, K, G, 3)
         advanced = self._advance(rows, t, value, valid)
+        # Reported rate-of-rise values are the reference's to the bit: recompute the few.
+        row, k, gas = np.nonzero(
+            advanced.changed[..., AlarmType.RATE_OF_RISE]
+            & ~uncertain
+            & np.isfinite(value[..., AlarmType.RATE_OF_RISE])
+        )
+        if row.size:
+            exact = self._exact_slopes(rows, t=t, batch=batch, row=row, k=k, gas=gas)
+            value[row, k, gas, AlarmType.RATE_OF_RISE] = exact / lel[gas]
 
         transitions = _transitions(self.table, layout, t=t, value=value, advanced=advanced)
-        self._store(layout, extended, raw)
+        self._store(layout, t=t, raw=raw, clipped=clipped, valid=valid, batch=batch)
         last = (np.arange(rows.size), layout.accepted_count - 1)
         has = layout.accepted_count > 0
         updated = rows[has]
@@ -818,6 +879,222 @@ class GasAlarmEvaluator:
         self._held[updated] = ~last_valid & table.monitored[updated]
         self._rate[updated] = np.where(last_valid, slope_fraction[last][has], self._rate[updated])
         return EvaluationResult(transitions, layout.out_of_order)
+
+    def _filtered(self, rows: IntArray, clipped: FloatArray, valid: BoolArray) -> _Batch:
+        """Causal median of 3 of each reading with the two accepted before it, (R, K, G).
+
+        Defined (``filtered_valid``) only when the three readings are all valid for the gas.
+        """
+        values = np.concatenate((self._previous_mole_fraction[rows], clipped), axis=1)
+        flags = np.concatenate((self._previous_valid[rows], valid), axis=1)
+        readings = clipped.shape[1]
+        first, second, third = (values[:, shift : shift + readings] for shift in range(3))
+        median = np.maximum(np.minimum(first, second), np.minimum(np.maximum(first, second), third))
+        median_valid = flags[:, :readings] & flags[:, 1 : 1 + readings] & valid
+        return _Batch(median, median_valid, values, flags, np.zeros(0))
+
+    def _rebase(self, rows: IntArray, first_time_s: FloatArray) -> None:
+        """Restart the running sums at the oldest kept reading where they have grown old.
+
+        Keeps the running sums small (their rounding error grows with the span since the
+        origin); O(capacity) for the rows concerned, once every ``REBASE_AFTER_S``.
+        """
+        due = ~(first_time_s - self._origin_s[rows] <= REBASE_AFTER_S)  # also a nan origin
+        if not due.any():
+            return
+        chosen = rows[due]
+        filled = self._filled[chosen]
+        oldest_slot = (self._next[chosen] - filled) % self.capacity
+        oldest = self._ring_time_s[chosen, oldest_slot]
+        origin = np.where(filled > 0, oldest, first_time_s[due])
+        self._origin_s[chosen] = origin
+        if not (filled > 0).any():
+            return
+        slots = self._chronological_slots()[chosen]  # (M, C)
+        column = chosen[:, np.newaxis]
+        shifted = self._ring_time_s[column, slots] - origin[:, np.newaxis]
+        terms = _sum_terms(
+            shifted, self._ring_filtered[column, slots], self._ring_filtered_valid[column, slots]
+        )
+        self._ring_prefix[column, slots] = np.cumsum(terms, axis=1)
+
+    def _with_prefix(self, rows: IntArray, t: FloatArray, batch: _Batch) -> _Batch:
+        """The batch's running sums, continuing those of the ring, (R, K, G, 5)."""
+        shifted = t - self._origin_s[rows][:, np.newaxis]
+        terms = _sum_terms(shifted, batch.filtered, batch.filtered_valid)
+        base = self._ring_prefix[rows, (self._next[rows] - 1) % self.capacity]  # (R, G, 5)
+        prefix = base[:, np.newaxis] + np.cumsum(terms, axis=1)
+        return _Batch(
+            batch.filtered, batch.filtered_valid, batch.history, batch.history_valid, prefix
+        )
+
+    def _flat_slot(self, rows: IntArray, position: IntArray) -> tuple[BoolArray, IntArray]:
+        """Whether each extended position is in the ring, and its flat (detector, slot) index.
+
+        Extended positions: the ring oldest first at 0..C-1, then the batch. ``rows`` and
+        ``position`` broadcast.
+        """
+        capacity = self.capacity
+        slot = (self._next[rows] + position) % capacity
+        return position < capacity, rows * capacity + slot
+
+    def _time_at(self, rows: IntArray, t: FloatArray, position: IntArray) -> FloatArray:
+        """Time at extended positions, (R, K, G) [s]."""
+        readings = t.shape[1]
+        in_ring, flat = self._flat_slot(rows.reshape(-1, 1, 1), position)
+        inside = np.arange(rows.size).reshape(-1, 1, 1) * readings + np.maximum(
+            position - self.capacity, 0
+        )
+        ring = np.take(self._ring_time_s, flat)
+        batch = np.take(t, inside)
+        result: FloatArray = np.where(in_ring, ring, batch)
+        return result
+
+    def _prefix_at(
+        self, rows: IntArray, batch: _Batch, position: IntArray, sums: slice
+    ) -> FloatArray:
+        """Running sums ``sums`` at extended positions, (R, K, G, S)."""
+        gases = len(GASES)
+        readings = batch.prefix.shape[1]
+        gas = np.arange(gases).reshape(1, 1, -1)
+        in_ring, flat = self._flat_slot(rows.reshape(-1, 1, 1), position)
+        inside = np.arange(rows.size).reshape(-1, 1, 1) * readings + np.maximum(
+            position - self.capacity, 0
+        )
+        ring = self._ring_prefix.reshape(-1, _SUMS)[flat * gases + gas, sums]
+        batch_sums = batch.prefix.reshape(-1, _SUMS)[inside * gases + gas, sums]
+        result: FloatArray = np.where(in_ring[..., np.newaxis], ring, batch_sums)
+        return result
+
+    def _first_inside(
+        self, rows: IntArray, t: FloatArray, end: IntArray, reach_s: FloatArray
+    ) -> IntArray:
+        """First extended position of the last ``capacity`` (to ``end``) with tau > -reach."""
+        low = end - (self.capacity - 1)
+        high = end.copy()
+        t_end = t[..., np.newaxis]
+        for _ in range(self._search_steps):
+            middle = (low + high) // 2
+            inside = self._time_at(rows, t, middle) - t_end > -reach_s  # nan: outside
+            high = np.where(inside, middle, high)
+            low = np.where(inside, low, middle + 1)
+        return low
+
+    def _slopes(self, rows: IntArray, t: FloatArray, batch: _Batch) -> tuple[FloatArray, BoolArray]:
+        """Least-squares slope over each reading's window from running sums, (R, K, G).
+
+        Returns the slope [mol mol-1 s-1] (``nan`` where not defined) and where it is too close
+        to a decision (set point, clear level, a zero denominator) for its rounding error: there
+        the caller recomputes it as the reference does.
+        """
+        table = self.table
+        readings = t.shape[1]
+        window = table.window_s[rows][:, np.newaxis, :]  # (R, 1, G)
+        end = np.broadcast_to(
+            (self.capacity + np.arange(readings)).reshape(1, -1, 1),
+            (rows.size, readings, len(GASES)),
+        )
+        start = self._first_inside(rows, t, end, window)
+        span_end = self._first_inside(rows, t, end, RATE_OF_RISE_MIN_SPAN_FRACTION * window)
+        before = self._prefix_at(rows, batch, start - 1, slice(None))
+        sums = batch.prefix - before
+        count, sum_t, sum_x, sum_tt, sum_tx = np.moveaxis(sums, -1, 0)
+        early = self._prefix_at(rows, batch, span_end - 1, slice(0, 1))[..., 0] - before[..., 0]
+        denominator = count * sum_tt - sum_t * sum_t
+        numerator = count * sum_tx - sum_t * sum_x
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope = numerator / denominator
+        # Rounding error bounds: running sums of non-negative terms (times since the origin,
+        # clipped readings) carry at most (terms added) x eps x their value; the reference sums
+        # at most `capacity` terms of |tau| <= window.
+        accumulated = batch.prefix[..., 0] * _EPSILON
+        error = accumulated[..., np.newaxis] * (np.abs(batch.prefix) + np.abs(before))
+        err_t, err_x, err_tt, err_tx = (error[..., index] for index in range(1, _SUMS))
+        magnitude_n = count * np.abs(sum_tx) + np.abs(sum_t * sum_x)
+        magnitude_d = count * sum_tt + sum_t * sum_t
+        reference_n = self.capacity * _EPSILON * 2.0 * count * window * sum_x
+        reference_d = self.capacity * _EPSILON * 2.0 * count * count * window * window
+        error_n = (
+            count * err_tx
+            + np.abs(sum_t) * err_x
+            + sum_x * err_t
+            + _GUARD_ULPS * _EPSILON * magnitude_n
+            + reference_n
+        )
+        error_d = (
+            count * err_tt
+            + 2.0 * np.abs(sum_t) * err_t
+            + _GUARD_ULPS * _EPSILON * magnitude_d
+            + reference_d
+        )
+        candidate = (count >= RATE_OF_RISE_MIN_SAMPLES) & (early >= 1.0)
+        lel = table.lel_mole_fraction
+        with np.errstate(invalid="ignore", divide="ignore"):
+            band = _GUARD_FACTOR * (error_n + np.abs(slope) * error_d) / denominator / lel
+            value = slope / lel
+        setpoint = table.setpoint[rows][:, np.newaxis, :, AlarmType.RATE_OF_RISE]
+        clear = table.clear_level[rows][:, np.newaxis, :, AlarmType.RATE_OF_RISE]
+        near = (np.abs(value - setpoint) <= band) | (np.abs(value - clear) <= band)
+        uncertain = candidate & ((denominator <= _GUARD_FACTOR * error_d) | ~(band >= 0.0) | near)
+        defined = candidate & (denominator > 0.0)
+        uncertain &= batch.history_valid[:, 2:]  # only valid readings compare their slope
+        return np.where(defined, slope, np.nan), uncertain
+
+    def _exact_slopes(
+        self,
+        rows: IntArray,
+        *,
+        t: FloatArray,
+        batch: _Batch,
+        row: IntArray,
+        k: IntArray,
+        gas: IntArray,
+    ) -> FloatArray:
+        """The reference's slope of the chosen (row, k, gas), summed slot by slot, (F,).
+
+        The sums run sequentially along the window, oldest slot first (not numpy's pairwise
+        summation), in the order of the per-reading reference, so the result is its bit for bit.
+        """
+        capacity = self.capacity
+        window = self.table.window_s[rows[row], gas]
+        t_end = t[row, k]
+        count, sum_t, sum_x, sum_tt, sum_tx, earliest = (np.zeros(row.size) for _ in range(6))
+        for slot in range(capacity):
+            position = k + 1 + slot  # window of the k-th reading: extended[k + 1 : k + 1 + C]
+            in_ring = position < capacity
+            ring_slot = (self._next[rows[row]] + position) % capacity
+            inside = np.maximum(position - capacity, 0)
+            sample_time = np.where(in_ring, self._ring_time_s[rows[row], ring_slot], t[row, inside])
+            x = np.where(
+                in_ring,
+                self._ring_filtered[rows[row], ring_slot, gas],
+                batch.filtered[row, inside, gas],
+            )
+            ok = np.where(
+                in_ring,
+                self._ring_filtered_valid[rows[row], ring_slot, gas],
+                batch.filtered_valid[row, inside, gas],
+            )
+            tau = sample_time - t_end
+            use = ok & (tau > -window)  # nan tau compares false
+            tau_used = np.where(use, tau, 0.0)
+            x_used = np.where(use, x, 0.0)
+            count += use
+            sum_t += tau_used
+            sum_x += x_used
+            sum_tt += tau_used * tau_used
+            sum_tx += tau_used * x_used
+            np.minimum(earliest, tau_used, out=earliest)
+        denominator = count * sum_tt - sum_t * sum_t
+        defined = (
+            (count >= RATE_OF_RISE_MIN_SAMPLES)
+            & (-earliest >= RATE_OF_RISE_MIN_SPAN_FRACTION * window)
+            & (denominator > 0.0)
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope = (count * sum_tx - sum_t * sum_x) / denominator
+        result: FloatArray = np.where(defined, slope, np.nan)
+        return result
 
     def _advance(
         self, rows: IntArray, t: FloatArray, value: FloatArray, valid: BoolArray
@@ -842,61 +1119,68 @@ class GasAlarmEvaluator:
         changed = active != _shifted(active, self._active[rows])
         return _Advanced(condition, run_start, active, changed, setpoint)
 
-    def _slopes(self, rows: IntArray, t: FloatArray, extended: _Ring) -> FloatArray:
-        """Least-squares slope over each reading's window, (R, K, G) [mol mol-1 s-1].
-
-        ``nan`` where not defined. The sums run sequentially along the window, slot by slot
-        (not numpy's pairwise summation), in the order of the per-reading reference, so the
-        result is the reference's bit for bit.
-        """
-        readings = t.shape[1]
-        window = self.table.window_s[rows][:, np.newaxis, :]  # (R, 1, G)
-        shape = (*t.shape, window.shape[-1])  # (R, K, G)
-        count, sum_t, sum_x, sum_tt, sum_tx, earliest = (np.zeros(shape) for _ in range(6))
-        # One vectorized step per window slot (a fixed, small number), oldest slot first: the
-        # window of the k-th reading is extended[k + 1 : k + 1 + capacity].
-        for slot in range(self.capacity):
-            columns = slice(1 + slot, 1 + slot + readings)
-            tau = (extended.time_s[:, columns] - t)[..., np.newaxis]  # (R, K, 1)
-            use = extended.valid[:, columns] & (tau > -window)  # nan tau compares false
-            tau_used = np.where(use, tau, 0.0)
-            x_used = np.where(use, extended.mole_fraction[:, columns], 0.0)
-            count += use
-            sum_t += tau_used
-            sum_x += x_used
-            sum_tt += tau_used * tau_used
-            sum_tx += tau_used * x_used
-            np.minimum(earliest, tau_used, out=earliest)
-        span = -earliest
-        denominator = count * sum_tt - sum_t * sum_t
-        defined = (
-            (count >= RATE_OF_RISE_MIN_SAMPLES)
-            & (span >= RATE_OF_RISE_MIN_SPAN_FRACTION * window)
-            & (denominator > 0.0)
-        )
-        with np.errstate(invalid="ignore", divide="ignore"):
-            slope = (count * sum_tx - sum_t * sum_x) / denominator
-        return np.where(defined, slope, np.nan)
-
-    def _store(self, layout: _Layout, extended: _Ring, raw: FloatArray) -> None:
-        """Ring buffers keep the last ``capacity`` accepted readings of each row."""
+    def _store(
+        self,
+        layout: _Layout,
+        *,
+        t: FloatArray,
+        raw: FloatArray,
+        clipped: FloatArray,
+        valid: BoolArray,
+        batch: _Batch,
+    ) -> None:
+        """Write the accepted readings into the circular buffers (the last ``capacity`` only)."""
+        capacity = self.capacity
         rows, accepted_count = layout.rows, layout.accepted_count
-        columns = accepted_count[:, np.newaxis] + np.arange(self.capacity)  # (R, C)
-        self._ring_time_s[rows] = np.take_along_axis(extended.time_s, columns, axis=1)
-        self._ring_mole_fraction[rows] = np.take_along_axis(
-            extended.mole_fraction, columns[..., np.newaxis], axis=1
-        )
-        self._ring_valid[rows] = np.take_along_axis(
-            extended.valid, columns[..., np.newaxis], axis=1
-        )
+        readings = t.shape[1]
+        k = np.arange(readings)[np.newaxis, :]
+        keep = (k < accepted_count[:, np.newaxis]) & (k >= accepted_count[:, np.newaxis] - capacity)
+        row, column = np.nonzero(keep)
+        flat = rows[row] * capacity + (self._next[rows[row]] + column) % capacity
+        gases = len(GASES)
+        self._ring_time_s.reshape(-1)[flat] = t[row, column]
+        for ring, values in (
+            (self._ring_mole_fraction, clipped),
+            (self._ring_valid, valid),
+            (self._ring_filtered, batch.filtered),
+            (self._ring_filtered_valid, batch.filtered_valid),
+        ):
+            ring.reshape(-1, gases)[flat] = values[row, column]
+        self._ring_prefix.reshape(-1, gases, _SUMS)[flat] = batch.prefix[row, column]
+        self._next[rows] = (self._next[rows] + accepted_count) % capacity
+        self._filled[rows] = np.minimum(self._filled[rows] + accepted_count, capacity)
+        # The two latest accepted readings: positions accepted, accepted + 1 of the history.
+        history = accepted_count[:, np.newaxis] + np.arange(_MEDIAN_HISTORY)  # (R, 2)
+        every = np.arange(rows.size)[:, np.newaxis]
+        self._previous_mole_fraction[rows] = batch.history[every, history]
+        self._previous_valid[rows] = batch.history_valid[every, history]
         has = accepted_count > 0
-        last_column = self.capacity + accepted_count[has] - 1
-        self._last_time_s[rows[has]] = extended.time_s[has, last_column]
-        self._latest_raw[rows[has]] = raw[has, accepted_count[has] - 1]
+        last = accepted_count[has] - 1
+        self._last_time_s[rows[has]] = t[has, last]
+        self._latest_raw[rows[has]] = raw[has, last]
 
 
 # --------------------------------------------------------------------------------------------
 # The per-reading specification (tests and the benchmark's baseline)
+
+
+def _median_of_three(
+    previous: deque[tuple[list[float], list[bool]]], clipped: list[float], flags: list[bool]
+) -> tuple[list[float], list[bool]]:
+    """Per gas: median of the two previous accepted readings and this one, if all are valid."""
+    filtered: list[float] = []
+    defined: list[bool] = []
+    for gas in range(len(GASES)):
+        if len(previous) < _MEDIAN_HISTORY or not (
+            flags[gas] and all(entry[1][gas] for entry in previous)
+        ):
+            filtered.append(0.0)
+            defined.append(False)
+            continue
+        first, second, third = previous[0][0][gas], previous[1][0][gas], clipped[gas]
+        filtered.append(max(min(first, second), min(max(first, second), third)))
+        defined.append(True)
+    return filtered, defined
 
 
 @dataclass
@@ -933,6 +1217,10 @@ class SequentialGasAlarmEvaluator:
         self._last_time = [-math.inf] * n
         self._ring: list[deque[tuple[float, list[float], list[bool]]]] = [
             deque(maxlen=self.capacity) for _ in range(n)
+        ]
+        # The two latest accepted readings (clipped, valid) of each detector: the median's inputs.
+        self._previous: list[deque[tuple[list[float], list[bool]]]] = [
+            deque(maxlen=_MEDIAN_HISTORY) for _ in range(n)
         ]
         alarms = len(ALARM_TYPES)
         self._state = [
@@ -981,8 +1269,11 @@ class SequentialGasAlarmEvaluator:
                 continue
             self._last_time[detector] = time
             clipped = [max(value, 0.0) for value in values]
+            previous = self._previous[detector]
+            filtered, filtered_valid = _median_of_three(previous, clipped, flags)
+            previous.append((clipped, flags))
             ring = self._ring[detector]
-            ring.append((time, clipped, flags))
+            ring.append((time, filtered, filtered_valid))
             for gas in range(len(GASES)):
                 pair = self._state[detector][gas]
                 if not flags[gas]:
