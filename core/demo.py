@@ -55,6 +55,7 @@ DEFAULT_SPEED = 10.0  # scenario seconds per wall second: the P1 leak starts ~30
 DEFAULT_DURATION_S = 900.0  # scenario seconds (90 s of wall time at the default speed)
 REFRESH_PER_S = 4
 ROWS_SHOWN = 14  # the gas detectors with the highest readings
+DEMO_OFFLINE_MARGIN_WALL_S = 3.0  # wall-clock stalls tolerated (GC, frames, a loaded machine)
 ALARM_ROWS_SHOWN = 12  # alarms not normal, highest priority first
 
 
@@ -253,6 +254,25 @@ def _play(
         player.join()
 
 
+def _demo_detection_settings(settings: Settings, speed: float) -> Settings:
+    """Fresh journals and an offline margin for an accelerated clock."""
+    for path in (settings.alarms.journal_path, settings.alarms.incidents_path):
+        # A demo starts afresh: its scenario clock begins now, so yesterday's journal would be
+        # in its future (the journal refuses time going back).
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    # Silence is judged in scenario seconds; network and scheduling jitter is in wall seconds.
+    margin_s = DEMO_OFFLINE_MARGIN_WALL_S * max(speed, 1.0)
+    return settings.model_copy(
+        update={
+            "detection": settings.detection.model_copy(
+                # The demo renders a frame every frame_period_s x speed (frame_period_factor).
+                update={"offline_margin_s": margin_s, "expect_frames": speed <= 1.0}
+            )
+        }
+    )
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -279,13 +299,9 @@ def run_demo(
     for path in (settings.storage.sqlite_path, settings.ingest.dead_letter_path):
         path.parent.mkdir(parents=True, exist_ok=True)
     clock = ScenarioClock(origin_epoch_s=time.time(), speed=speed)
+    settings = _demo_detection_settings(settings, speed)
     simulation = SiteSimulation(site, scenario, frame_period_factor=max(speed, 1.0))
     latest = LatestReadings()
-    for path in (settings.alarms.journal_path, settings.alarms.incidents_path):
-        # A demo starts afresh: its scenario clock begins now, so yesterday's journal would be
-        # in its future (the journal refuses time going back).
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
     store = open_telemetry_store(settings.storage)
     service = IngestService(
         settings=settings,

@@ -114,6 +114,12 @@ class DetectionSettings(_Section):
     tick_period_s: float = Field(default=1.0, gt=0)  # offline checks, shelve expiry, escalation
     localisation_interval_s: float = Field(default=10.0, gt=0)  # re-estimate open incidents
     camera_analytics: bool = True  # decode and analyse camera frames
+    # Cameras that send no frame for 2 x frame_period_s are offline (off: frames are thinned,
+    # e.g. by the accelerated demo, or the cameras send laser readings only).
+    expect_frames: bool = True
+    # Silence beyond 2 x the device's period plus this margin is OFFLINE (docs/health.md); an
+    # accelerated clock (the demo) widens it by its speed-up, as network jitter is in wall time.
+    offline_margin_s: float = Field(default=0.5, ge=0)
 
 
 class Settings(BaseSettings):

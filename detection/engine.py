@@ -51,7 +51,7 @@ from pipesentinel.detection.camera_analytics import (
     site_camera_coverage,
 )
 from pipesentinel.detection.gases import PERCENT, LelBasis, mole_fraction_to_percent_lel
-from pipesentinel.detection.health import HealthFaultKind, HealthMonitor
+from pipesentinel.detection.health import HealthFaultKind, HealthMonitor, HealthParameters
 from pipesentinel.detection.incidents import Evidence, Incident, IncidentTracker
 from pipesentinel.detection.localisation import (
     LocalisationResult,
@@ -85,6 +85,12 @@ RESTART_SETTLE_S: Final = 30.0
 """After a (re)start, alarms the journal says are active are reconciled with the engine's own
 conditions only once this much time has passed [s]: long enough for every gas detector (5 s
 period) and wind station to report a few times and for the 1 s on-delay to pass."""
+
+STARTUP_GRACE_S: Final = 120.0
+"""After a (re)start, a device not heard from yet is not alarmed offline (nor counted as a fault
+in its zone's vote) for this long [s]: devices reconnect to the broker and report after the
+service starts, and power-on warm-up of catalytic and infrared detectors is of this order (the
+simulated detectors warm up for 120 s). A design choice; a device heard once is judged at once."""
 
 CAMERA_HOLD_PERIODS: Final = 3.0
 """A camera or laser detection stays an active condition this many frame (or laser) periods
@@ -192,7 +198,11 @@ class DetectionEngine:
         if tuple(self.table.detector_ids) != tuple(d.id for d in site.gas_detectors):
             raise ValueError("the set point table must list the site's gas detectors in order")
         self.thresholds = GasAlarmEvaluator(self.table)
-        self.health = HealthMonitor(site, expect_frames=self.settings.camera_analytics)
+        self.health = HealthMonitor(
+            site,
+            HealthParameters(silence_margin_s=self.settings.offline_margin_s),
+            expect_frames=self.settings.camera_analytics and self.settings.expect_frames,
+        )
         self.cameras = SiteCameraAnalytics(site)
         self.coverage = site_camera_coverage(site)
         self.zones = ZoneIndex.for_site(site)
@@ -226,6 +236,7 @@ class DetectionEngine:
         self._last_localised: dict[str, float] = {}
         self._last_vote: ZoneVote | None = None
         self._warming_up: set[str] = set()
+        self._heard: set[str] = set()
 
     # --- definitions -----------------------------------------------------------------------
 
@@ -338,6 +349,7 @@ class DetectionEngine:
         if not records:
             return EngineOutput()
         now_s = self._advance(max(_received_time_s(record) for record in records))
+        self._heard.update(record.device_id for record in records)
         for record in records:
             if isinstance(record, GasReading | LaserReading):
                 if record.status is DeviceStatus.WARMUP:
@@ -466,8 +478,12 @@ class DetectionEngine:
             for device_id in self._warming_up
             if HealthFaultKind.SELF_REPORTED in faults.get(device_id, frozenset())
         }
+        started_s = self._started_s if self._started_s is not None else now_s
+        in_grace = now_s - started_s < STARTUP_GRACE_S
         for device_id, kinds in faults.items():
             for kind in kinds:
+                if in_grace and kind is HealthFaultKind.OFFLINE and device_id not in self._heard:
+                    continue  # not heard from since the start: still reconnecting
                 if kind is HealthFaultKind.SELF_REPORTED and device_id in self._warming_up:
                     continue  # warming up after power-on: unavailable, not failed (no alarm)
                 wanted[fault_alarm_id(device_id, kind)] = _Wanted(
@@ -487,7 +503,29 @@ class DetectionEngine:
                 percent / PERCENT,
                 f"{detector.id} {gas.value} {percent:.0f} %LEL ({self.lel_basis.value})",
             )
-        # Zone vote.
+        result = self._vote(active, camera_gas_zones, wanted, in_grace=in_grace)
+        events = self._tell(wanted, now_s)
+        gases_by_zone: dict[str, list[str]] = {}
+        for d, g in zip(
+            *np.nonzero(active[:, :, AlarmType.LOW] | active[:, :, AlarmType.HIGH]), strict=True
+        ):
+            zone = self.site.gas_detectors[int(d)].zone
+            gases_by_zone.setdefault(zone, []).append(GASES[int(g)].value)
+        incidents = self.tracker.update(
+            now_s, result, evidence=evidence, gases_by_zone=gases_by_zone
+        )
+        incidents = self._merge_versions(incidents, self._localise(now_s))
+        return EngineOutput(events, incidents)
+
+    def _vote(
+        self,
+        active: BoolArray,
+        camera_gas_zones: set[str],
+        wanted: dict[str, _Wanted],
+        *,
+        in_grace: bool,
+    ) -> ZoneVote:
+        """Vote every zone; add the zone conditions to ``wanted``."""
         low: BoolArray = np.any(active[:, :, AlarmType.LOW], axis=1)
         high: BoolArray = np.any(active[:, :, AlarmType.HIGH], axis=1)
         cameras = np.array([zone in camera_gas_zones for zone in self.zones.zone_ids])
@@ -495,7 +533,7 @@ class DetectionEngine:
             self.zones,
             low_active=low,
             high_active=high,
-            in_fault=self.health.gas_fault_mask(),
+            in_fault=self._gas_fault_mask(in_grace=in_grace),
             camera_confirms=cameras,
         )
         self._last_vote = result
@@ -513,18 +551,15 @@ class DetectionEngine:
             ):
                 if flag:
                     wanted[zone_alarm_id(zone, what)] = _Wanted(None, reason)
-        events = self._tell(wanted, now_s)
-        gases_by_zone: dict[str, list[str]] = {}
-        for d, g in zip(
-            *np.nonzero(active[:, :, AlarmType.LOW] | active[:, :, AlarmType.HIGH]), strict=True
-        ):
-            zone = self.site.gas_detectors[int(d)].zone
-            gases_by_zone.setdefault(zone, []).append(GASES[int(g)].value)
-        incidents = self.tracker.update(
-            now_s, result, evidence=evidence, gases_by_zone=gases_by_zone
-        )
-        incidents = self._merge_versions(incidents, self._localise(now_s))
-        return EngineOutput(events, incidents)
+        return result
+
+    def _gas_fault_mask(self, *, in_grace: bool) -> BoolArray:
+        """Detectors in fault; during the start-up grace, not those never heard from yet."""
+        mask = self.health.gas_fault_mask()
+        if in_grace:
+            unheard = np.array([d.id not in self._heard for d in self.site.gas_detectors])
+            mask = mask & ~unheard
+        return mask
 
     def _tell(self, wanted: dict[str, _Wanted], now_s: float) -> list[AlarmEvent]:
         """Hand the manager the conditions that changed (zone alarms first).

@@ -208,7 +208,9 @@ class DetectionService:
                 return
             if batch:
                 self._run(functools.partial(self.engine.process, batch), records=len(batch))
-            if time.monotonic() >= next_tick:
+            # Tick only once caught up: a tick judges silence against the clock, so it must not
+            # run while received records still wait in the queue.
+            if time.monotonic() >= next_tick and self._queue.empty():
                 next_tick = time.monotonic() + period_s
                 self._run(lambda: self.engine.tick(self._clock()), records=0)
                 if self._notifier is not None:
