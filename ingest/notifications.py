@@ -572,6 +572,7 @@ class _MqttPublisher:
         self._pending: OrderedDict[str, _MqttMessage] = OrderedDict()
         self._in_flight: dict[int, _MqttMessage] = {}  # network thread only
         self._in_flight_count = 0
+        self._publishing = 0  # taken from pending, not yet in flight (network thread)
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._connack_received = False
@@ -613,7 +614,7 @@ class _MqttPublisher:
         return self._in_flight_count
 
     def idle(self) -> bool:
-        return self.pending_count() == 0 and self._in_flight_count == 0
+        return self.pending_count() == 0 and self._in_flight_count == 0 and self._publishing == 0
 
     def start(self) -> None:
         self._thread.start()
@@ -769,6 +770,8 @@ class _MqttPublisher:
                 return
             messages = list(self._pending.values())
             self._pending.clear()
+            # Taken from pending but not yet in flight: idle() must not see them as gone.
+            self._publishing = len(messages)
         for message in messages:
             message.attempts += 1
             message.published_time_s = self._clock()
@@ -783,6 +786,7 @@ class _MqttPublisher:
                 continue
             self._in_flight[info.mid] = message
             self._in_flight_count = len(self._in_flight)
+        self._publishing = 0
 
     def _put_back(self, message: _MqttMessage) -> None:
         with self._lock:
