@@ -18,15 +18,14 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from pipesentinel.ingest.records import Rejection, RejectReason
 from pipesentinel.ingest.storage.base import StorageError
+from pipesentinel.ingest.storage.sqlite_file import SqliteFile
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ def _time_filter(
     return where, arguments
 
 
-class DeadLetterStore:
+class DeadLetterStore(SqliteFile):
     """Rejected messages in a SQLite file; thread-safe (one connection behind a lock).
 
     Parameters
@@ -129,35 +128,25 @@ class DeadLetterStore:
             raise ValueError(f"max_payload_bytes must be at least 1, got {max_payload_bytes}")
         if not max_age_s > 0:
             raise ValueError(f"max_age_s must be positive, got {max_age_s}")
-        self.path = Path(path)
+        super().__init__(path, what="dead-letter store", busy_timeout_s=BUSY_TIMEOUT_S)
         self.max_rows = max_rows
         self.max_payload_bytes = max_payload_bytes
         self.max_age_s = max_age_s
-        self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._connection: sqlite3.Connection | None = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
-            )
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=FULL")
-            self._connection.executescript(_SCHEMA)
-            rows, payload_bytes, newest = self._connection.execute(
+            database = self._database()
+            database.executescript(_SCHEMA)
+            rows, payload_bytes, newest = database.execute(
                 "SELECT count(*), coalesce(sum(payload_bytes), 0), max(received_time_s) "
                 "FROM dead_letter"
             ).fetchone()
         except (sqlite3.Error, OSError) as error:
-            raise StorageError(f"dead-letter store {self.path}: cannot open: {error}") from error
+            self.close()
+            raise self._open_error(error) from error
         self._rows: int = rows
         self._payload_bytes: int = payload_bytes
         self._newest_s: float = -math.inf if newest is None else float(newest)
 
     # --- writing ---------------------------------------------------------------------------------
-
-    def _database(self) -> sqlite3.Connection:
-        if self._connection is None:
-            raise StorageError(f"dead-letter store {self.path} is closed")
-        return self._connection
 
     def add(self, rejections: Sequence[Rejection]) -> int:
         """Store ``rejections`` durably in one transaction, then apply the retention.
@@ -350,21 +339,3 @@ class DeadLetterStore:
         return {RejectReason(reason): int(count) for reason, count in rows}
 
     # --- lifetime --------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the database file (idempotent)."""
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

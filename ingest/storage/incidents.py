@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from pipesentinel.detection.incidents import Incident
+from pipesentinel.ingest.storage.sqlite_file import SqliteFile
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incident_versions (
@@ -36,23 +34,29 @@ BEGIN SELECT RAISE(ABORT, 'incident_versions is append-only'); END;
 """
 
 
-class IncidentStore:
+_LATEST_VERSIONS = """
+SELECT body FROM incident_versions AS v
+WHERE version = (SELECT MAX(version) FROM incident_versions WHERE incident_id = v.incident_id)
+ORDER BY rowid
+"""
+
+
+class IncidentStore(SqliteFile):
     """Append-only store of incident versions.
 
     Parameters
     ----------
     path
-        SQLite file (created with its folder); ``":memory:"`` for a throw-away store.
+        SQLite file (created with its folder).
     """
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._connection = sqlite3.connect(str(path), check_same_thread=False)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=FULL")
-        self._connection.executescript(_SCHEMA)
+        super().__init__(path, what="incident store")
+        try:
+            self._database().executescript(_SCHEMA)
+        except sqlite3.Error as error:
+            self.close()
+            raise self._open_error(error) from error
 
     def append(self, incidents: Sequence[Incident]) -> None:
         """Store new versions (one transaction); a version already stored is an error."""
@@ -68,42 +72,24 @@ class IncidentStore:
             )
             for incident in incidents
         ]
-        with self._lock, self._connection:
-            self._connection.executemany(
-                "INSERT INTO incident_versions VALUES (?, ?, ?, ?, ?)", rows
-            )
+        with self._transaction() as database:
+            database.executemany("INSERT INTO incident_versions VALUES (?, ?, ?, ?, ?)", rows)
 
     def latest(self) -> list[Incident]:
         """The latest version of every incident, oldest incident first."""
         with self._lock:
-            rows = self._connection.execute(
-                "SELECT body FROM incident_versions AS v WHERE version = "
-                "(SELECT MAX(version) FROM incident_versions WHERE incident_id = v.incident_id) "
-                "ORDER BY rowid"
-            ).fetchall()
+            rows = self._database().execute(_LATEST_VERSIONS).fetchall()
         return [Incident.from_json(json.loads(body)) for (body,) in rows]
 
     def history(self, incident_id: str) -> list[Incident]:
         """Every stored version of one incident, oldest first."""
         with self._lock:
-            rows = self._connection.execute(
-                "SELECT body FROM incident_versions WHERE incident_id = ? ORDER BY version",
-                (incident_id,),
-            ).fetchall()
+            rows = (
+                self._database()
+                .execute(
+                    "SELECT body FROM incident_versions WHERE incident_id = ? ORDER BY version",
+                    (incident_id,),
+                )
+                .fetchall()
+            )
         return [Incident.from_json(json.loads(body)) for (body,) in rows]
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._connection.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

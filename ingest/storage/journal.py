@@ -22,14 +22,13 @@ import hashlib
 import json
 import math
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from pipesentinel.detection.alarms import AlarmEvent, AlarmState, EventType, JsonValue
 from pipesentinel.ingest.storage.base import StorageError
+from pipesentinel.ingest.storage.sqlite_file import SqliteFile
 
 __all__ = ["SCHEMA_VERSION", "JournalIntegrityError", "SqliteAlarmJournal"]
 
@@ -148,7 +147,7 @@ def _event(row: Row) -> AlarmEvent:
         ) from error
 
 
-class SqliteAlarmJournal:
+class SqliteAlarmJournal(SqliteFile):
     """The append-only alarm journal in one SQLite file; thread-safe (one connection, a lock).
 
     Implements :class:`pipesentinel.detection.alarms.AlarmJournal`: pass it to
@@ -166,30 +165,21 @@ class SqliteAlarmJournal:
     """
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
+        super().__init__(path, what="alarm journal", busy_timeout_s=BUSY_TIMEOUT_S)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._connection: sqlite3.Connection | None = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
-            )
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=FULL")
-            (version,) = self._connection.execute("PRAGMA user_version").fetchone()
+            database = self._database()
+            (version,) = database.execute("PRAGMA user_version").fetchone()
             if version > SCHEMA_VERSION:
+                self.close()
                 raise StorageError(
                     f"alarm journal {self.path}: schema version {version} is newer than "
                     f"{SCHEMA_VERSION}; refusing to open it"
                 )
-            self._connection.executescript(_SCHEMA)
-            self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            database.executescript(_SCHEMA)
+            database.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as error:
-            raise StorageError(f"alarm journal {self.path}: cannot open: {error}") from error
-
-    def _database(self) -> sqlite3.Connection:
-        if self._connection is None:
-            raise StorageError(f"alarm journal {self.path} is closed")
-        return self._connection
+            self.close()
+            raise self._open_error(error) from error
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -343,21 +333,3 @@ class SqliteAlarmJournal:
         return count
 
     # --- lifecycle -------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

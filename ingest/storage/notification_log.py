@@ -30,15 +30,14 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from pipesentinel.ingest.storage.base import StorageError
+from pipesentinel.ingest.storage.sqlite_file import SqliteFile
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +142,7 @@ def _attempt(row: Sequence[object]) -> Attempt:
     )
 
 
-class NotificationLog:
+class NotificationLog(SqliteFile):
     """The attempts log in a SQLite file; thread-safe (one connection behind a lock).
 
     Parameters
@@ -153,23 +152,12 @@ class NotificationLog:
     """
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
+        super().__init__(path, what="notification log", busy_timeout_s=BUSY_TIMEOUT_S)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._connection: sqlite3.Connection | None = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
-            )
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=FULL")
-            self._connection.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as error:
-            raise StorageError(f"notification log {self.path}: cannot open: {error}") from error
-
-    def _database(self) -> sqlite3.Connection:
-        if self._connection is None:
-            raise StorageError(f"notification log {self.path} is closed")
-        return self._connection
+            self._database().executescript(_SCHEMA)
+        except sqlite3.Error as error:
+            self.close()
+            raise self._open_error(error) from error
 
     def record(self, attempts: Iterable[Attempt]) -> None:
         """Store ``attempts`` durably in one transaction; :class:`StorageError` if not stored."""
@@ -281,21 +269,3 @@ class NotificationLog:
                 before_time_s,
             )
         return int(deleted)
-
-    def close(self) -> None:
-        """Close the file; idempotent."""
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
