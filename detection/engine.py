@@ -223,7 +223,6 @@ class DetectionEngine:
         self._definitions = self._alarm_definitions()
         # Conditions: what the engine wants active now (level-based), and what it last told the
         # manager. After a restart the manager's own active set is the reference, once settled.
-        self._wanted: dict[str, _Wanted] = {}
         self._told: set[str] = {
             snapshot.alarm_id
             for snapshot in self.alarms.alarms()
@@ -301,7 +300,7 @@ class DetectionEngine:
                         description=f"{detector.id} {gas.value} {ALARM_TYPE_NAMES[alarm]}",
                     )
         for device in site.devices:
-            device_zone = self._zone_of_detector_or_none(device.id)
+            device_zone = self._zone_of_detector.get(device.id)
             for fault in HealthFaultKind:
                 alarm_id = fault_alarm_id(device.id, fault)
                 definitions[alarm_id] = AlarmDefinition(
@@ -324,9 +323,6 @@ class DetectionEngine:
                 )
         return definitions
 
-    def _zone_of_detector_or_none(self, device_id: str) -> str | None:
-        return self._zone_of_detector.get(device_id)
-
     def definition(self, alarm_id: str) -> AlarmDefinition:
         """Static attributes of an alarm this engine raises; ``KeyError`` otherwise."""
         return self._definitions[alarm_id]
@@ -348,7 +344,7 @@ class DetectionEngine:
         """Evaluate one batch of validated records (as the ingest hands them on)."""
         if not records:
             return EngineOutput()
-        now_s = self._advance(max(_received_time_s(record) for record in records))
+        now_s = self._advance(max(record.received_time_s for record in records))
         self._heard.update(record.device_id for record in records)
         for record in records:
             if isinstance(record, GasReading | LaserReading):
@@ -446,7 +442,7 @@ class DetectionEngine:
             if isinstance(record, GasReading | WindReading | LaserReading):
                 self._recent.append(record)
         keep_s = self._localisation_window_s() + LOCALISATION_WINDOW_MARGIN_S
-        while self._recent and _received_time_s(self._recent[0]) < now_s - keep_s:
+        while self._recent and self._recent[0].received_time_s < now_s - keep_s:
             self._recent.popleft()
 
     def _localisation_window_s(self) -> float:
@@ -594,7 +590,6 @@ class DetectionEngine:
             ]
         conditions.sort(key=lambda c: (not c.alarm_id.startswith("zone."), c.alarm_id))
         self._told = self._told | set(wanted) if settling else set(wanted)
-        self._wanted = wanted
         return self.alarms.apply(conditions) if conditions else []
 
     # --- localisation ----------------------------------------------------------------------
@@ -707,10 +702,6 @@ class DetectionEngine:
         return self._last_vote
 
 
-def _received_time_s(record: Record) -> float:
-    return record.received_time_s
-
-
 def _percent(fraction: float) -> str:
     return "n/a" if not math.isfinite(fraction) else f"{fraction * PERCENT:.0f}"
 
@@ -753,18 +744,23 @@ def _summary(result: LocalisationResult) -> str:
     return text
 
 
-def alarm_notification(engine: DetectionEngine, event: AlarmEvent) -> dict[str, Any] | None:
-    """The notifier's JSON for an alarm event (its current state), or ``None`` for site events."""
-    if event.alarm_id is None:
-        return None
-    snapshot = engine.alarms.alarm(event.alarm_id)
+def alarm_notification(
+    engine: DetectionEngine, alarm_id: str, event: AlarmEvent | None = None
+) -> dict[str, Any]:
+    """The notifier's JSON for an alarm: its current state, and the event that changed it.
+
+    Without ``event`` (re-publishing states after a start) the event id is derived from the
+    manager's journal sequence, so a restart does not resend what was already delivered.
+    """
+    snapshot = engine.alarms.alarm(alarm_id)
     definition = snapshot.definition
     record = snapshot.record
+    sequence = engine.alarms.sequence if event is None else event.sequence
     return {
-        "alarm_id": event.alarm_id,
-        "event_id": f"{engine.site.id}:alarm:{event.sequence}",
-        "time_s": event.time_s,
-        "event": event.event.value,
+        "alarm_id": alarm_id,
+        "event_id": f"{engine.site.id}:alarm:{alarm_id}:{sequence}",
+        "time_s": event.time_s if event is not None else (record.last_change_s or 0.0),
+        "event": event.event.value if event is not None else "state",
         "state": snapshot.state.value,
         "priority": definition.priority.value,
         "kind": definition.kind.value,
@@ -776,8 +772,8 @@ def alarm_notification(engine: DetectionEngine, event: AlarmEvent) -> dict[str, 
         "first_out": record.first_out,
         "value": record.value,
         "detail": record.detail,
-        "user": event.user,
-        "reason": event.reason,
+        "user": event.user if event is not None else None,
+        "reason": event.reason if event is not None else None,
         "unacknowledged_since_s": record.unacknowledged_since_s,
         "lel_basis": engine.lel_basis.value,
         "description": definition.description,

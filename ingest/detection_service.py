@@ -243,23 +243,8 @@ class DetectionService:
                 listener(output)
 
     def _notify_state(self, alarm_id: str, event: AlarmEvent | None = None) -> None:
-        if self._notifier is None:
-            return
-        if event is None:
-            snapshot = self.engine.alarms.alarm(alarm_id)
-            body = {
-                "alarm_id": alarm_id,
-                "event_id": f"{self._site.id}:alarm:restate:{self.engine.alarms.sequence}",
-                "time_s": snapshot.record.last_change_s or 0.0,
-                "state": snapshot.state.value,
-                "priority": snapshot.definition.priority.value,
-                "detail": snapshot.record.detail,
-            }
-            self._notifier.notify_alarm(body)
-            return
-        payload = alarm_notification(self.engine, event)
-        if payload is not None:
-            self._notifier.notify_alarm(payload)
+        if self._notifier is not None:
+            self._notifier.notify_alarm(alarm_notification(self.engine, alarm_id, event))
 
     def _publish_incident(self, incident: Incident) -> None:
         self._incident_versions += 1

@@ -118,8 +118,7 @@ def test_leak_suspected_within_seconds_then_incident_localised_on_its_segment() 
     assert incident.localisation is not None
     assert incident.localisation["segments"][0]["segment_id"] == "P1-S3"
     assert any(item.kind == "gas.low" and item.source_id == "GD07" for item in incident.evidence)
-    notification = alarm_notification(engine, confirmed[0])
-    assert notification is not None
+    notification = alarm_notification(engine, "zone.P1-S3.confirmed_leak", confirmed[0])
     assert notification["priority"] == "critical"
     assert notification["zone"] == "P1-S3"
     assert notification["lel_basis"] == DEFAULT_LEL_BASIS.value
