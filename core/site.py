@@ -454,6 +454,9 @@ class Camera:
 
 Device = GasDetector | WindStation | Camera
 
+DEFAULT_TIME_ZONE = "UTC"
+"""Time zone of a site that does not name one (IANA name)."""
+
 
 @dataclass(frozen=True)
 class Site:
@@ -473,6 +476,7 @@ class Site:
     gas_detectors: tuple[GasDetector, ...]
     wind_stations: tuple[WindStation, ...]
     cameras: tuple[Camera, ...]
+    time_zone: str = DEFAULT_TIME_ZONE  # IANA name of the site's wall clock (occupancy, day/night)
 
     @cached_property
     def devices(self) -> tuple[Device, ...]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+import zoneinfo
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipesentinel.site import (
+    DEFAULT_TIME_ZONE,
     AssemblyPoint,
     Building,
     BuildingUse,
@@ -619,6 +621,7 @@ class _SiteReader:
         self.declared: dict[str, set[str]] = {section: set() for section in ARRAY_SECTIONS}
         self.site_id = ""
         self.site_name = ""
+        self.time_zone = DEFAULT_TIME_ZONE
         self.sections_ok: dict[str, bool] = {}
         self.defaults: dict[str, Mapping[str, Any]] = {}
 
@@ -713,6 +716,17 @@ class _SiteReader:
         table = _Table(self.issues, "site", value)
         self.site_id = table.identifier("id")
         self.site_name = table.string("name")
+        time_zone = table.optional_string("time_zone")
+        if time_zone is not None:
+            try:
+                zoneinfo.ZoneInfo(time_zone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                self.issues.add(
+                    "site.time_zone",
+                    f"unknown IANA time zone {time_zone!r} (e.g. 'Asia/Shanghai', 'UTC')",
+                )
+            else:
+                self.time_zone = time_zone
         origin_value = table.subtable("origin")
         origin: GeoOrigin | None = None
         if origin_value is not None:
@@ -1288,6 +1302,7 @@ def parse_site(
     site = Site(
         id=reader.site_id,
         name=reader.site_name,
+        time_zone=reader.time_zone,
         origin=origin or GeoOrigin(0.0, 0.0, 0.0),
         pipelines=tuple(pipelines),
         municipal_pipes=tuple(municipal_pipes),

@@ -516,6 +516,12 @@ def test_camera_angles_and_resolution(
     assert_issue(path, error, f"cameras[0].{key}", fragment)
 
 
+def test_time_zone_is_read_and_checked(tmp_path: Path) -> None:
+    assert load_site(WANLI_DIR).time_zone == "Asia/Shanghai"
+    path, error = broken(tmp_path, lambda d: d["site"].update(time_zone="Mars/Olympus_Mons"))
+    assert_issue(path, error, "site.time_zone", "unknown IANA time zone 'Mars/Olympus_Mons'")
+
+
 def test_origin_latitude_out_of_range(tmp_path: Path) -> None:
     path, error = broken(tmp_path, lambda d: d["site"]["origin"].update(latitude_deg=95.0))
     assert_issue(path, error, "site.origin.latitude_deg", "must be in [-90, 90], got 95")
