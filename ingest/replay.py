@@ -27,6 +27,7 @@ from typing import Any, Final
 from pipesentinel.alarm_config import AlarmConfig, load_alarm_config
 from pipesentinel.detection.alarms import AlarmEvent, AlarmKind, EventType, alarm_kpis
 from pipesentinel.detection.engine import DetectionEngine
+from pipesentinel.detection.incidents import Incident
 from pipesentinel.ingest.contract import Decoder, SequenceTracker
 from pipesentinel.ingest.dead_letter import DeadLetterStore
 from pipesentinel.ingest.recording import RecordingFormatError, read_recording
@@ -73,8 +74,8 @@ class ReplayError(RuntimeError):
     """The replay cannot run (unreadable recording, output folder not writable)."""
 
 
-class _Run:
-    """The live pipeline's stages, fed one recorded message at a time."""
+class PipelineRun:
+    """The live pipeline's stages, fed one message at a time (replay and ``simulate``)."""
 
     def __init__(
         self, out: Path, settings: Settings, site: Site, alarm_config: AlarmConfig | None
@@ -98,6 +99,7 @@ class _Run:
         self.rejected: list[Rejection] = []
 
     def take(self, topic: str, payload: bytes, received_s: float) -> None:
+        """Decode one message as received at ``received_s`` [s] and queue it for the batch."""
         self.tally.messages += 1
         if is_service_output(topic):
             self.tally.service_messages += 1
@@ -113,21 +115,29 @@ class _Run:
             self.tally.records[type(result).__name__] += 1
             self.batch.append(result)
 
-    def flush(self, tick_s: float) -> None:
-        """Store the batch, dead-letter its rejections, run detection on it, then tick."""
+    def flush(self, tick_s: float) -> list[Incident]:
+        """Store the batch, dead-letter its rejections, run detection on it, then tick.
+
+        Returns the incident versions this produced, in order.
+        """
         self.store.write(self.batch)
         if self.rejected:
             self.dead_letters.add(self.rejected)
+        changed: list[Incident] = []
         for output in (self.engine.process(self.batch), self.engine.tick(tick_s)):
             self.tally.events.extend(output.alarm_events)
             self.incidents.append(output.incidents)
+            changed.extend(output.incidents)
         self.batch.clear()
         self.rejected.clear()
+        return changed
 
     def bad_line(self, error: RecordingFormatError) -> None:
+        """Count an unreadable recording line for the report."""
         self.tally.bad_lines.append({"line": error.line, "problem": error.problem})
 
     def close(self) -> None:
+        """Close the stores."""
         self.journal.close()
         self.incidents.close()
         self.store.close()
@@ -149,7 +159,7 @@ def replay(
         for suffix in ("", "-wal", "-shm"):
             (out / f"{name}{suffix}").unlink(missing_ok=True)
     period_s = settings.detection.tick_period_s
-    run = _Run(out, settings, site, alarm_config)
+    run = PipelineRun(out, settings, site, alarm_config)
     try:
         boundary = -math.inf
         first_s: float | None = None
@@ -158,7 +168,7 @@ def replay(
             received_s = message.received_time_s
             if first_s is None:
                 first_s = received_s
-                boundary = _next_boundary(received_s, period_s)
+                boundary = next_boundary(received_s, period_s)
             while received_s >= boundary:
                 run.flush(boundary)
                 boundary += period_s
@@ -166,7 +176,9 @@ def replay(
             run.take(message.topic, message.payload, received_s)
         if first_s is not None:
             run.flush(boundary)
-        report = _report(run.tally, run.engine, run.incidents, start_s=first_s or 0.0, end_s=last_s)
+        report = pipeline_report(
+            run.tally, run.engine, run.incidents, start_s=first_s or 0.0, end_s=last_s
+        )
     except OSError as error:
         raise ReplayError(f"replay of {recording}: {error}") from error
     finally:
@@ -178,7 +190,8 @@ def replay(
     return report
 
 
-def _next_boundary(time_s: float, period_s: float) -> float:
+def next_boundary(time_s: float, period_s: float) -> float:
+    """The first tick boundary after ``time_s`` on a grid of ``period_s`` [s]."""
     return (math.floor(time_s / period_s) + 1) * period_s
 
 
@@ -192,7 +205,7 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _report(
+def pipeline_report(
     tally: _Tally,
     engine: DetectionEngine,
     incidents: IncidentStore,
@@ -200,6 +213,7 @@ def _report(
     start_s: float,
     end_s: float,
 ) -> dict[str, Any]:
+    """Counts, rejections, the alarm timeline, faults, incidents and KPIs of a run."""
     timeline: list[dict[str, Any]] = []
     faults: list[dict[str, Any]] = []
     for event in tally.events:
