@@ -1,0 +1,443 @@
+"""``pipesentinel simulate``: a scenario end to end on a simulated clock, or a what-if leak.
+
+A **scenario run** plays the device simulators
+(:class:`~pipesentinel.hardware.world.SiteSimulation`) and feeds every MQTT message they would
+publish (the same topics and payload bytes, stamped with the simulated time) through the live
+pipeline's stages (:class:`~pipesentinel.ingest.replay.PipelineRun`: contract decoding, sequence
+tracking, storage, dead letters, the detection engine ticking every
+``settings.detection.tick_period_s`` of simulated time). Every incident version that carries a
+localisation is answered by :func:`~pipesentinel.plans.response.respond_to_incident`: valves,
+zones, people, the selected plan (journaled in a plan-decision log) and a CAP alert (``Update``
+of the previous one). The broker hop itself is left out so that the run is
+deterministic and as fast as the machine allows; the bytes are those a broker would carry.
+
+A **what-if** takes a hypothetical leak (position, gas, rate, wind) and runs the response only.
+
+Outputs in ``out_dir``: ``report.json`` (readable without the code: a summary, the timeline, the
+incident, localisation, plan and rationale, valves, zones, buildings, routes; for a scenario, the
+truth it was played with and how far the estimate was from it), ``zones.geojson`` (WGS84),
+``alert.cap.xml`` (CAP 1.2, status ``Exercise``: a simulation is never a real alert), ``map.png``
+and, for a scenario, the stores of the run (``alarm_journal.sqlite3``, ``incidents.sqlite3``,
+``telemetry.sqlite3``, ``dead_letter.sqlite3``, ``plan_decisions.sqlite3``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from pipesentinel.alarm_config import AlarmConfig
+from pipesentinel.detection.incidents import Incident
+from pipesentinel.hardware.offline import scenario_messages
+from pipesentinel.hardware.scenario import Scenario
+from pipesentinel.hardware.world import SiteSimulation
+from pipesentinel.ingest.replay import OUTPUT_FILES, PipelineRun, next_boundary, pipeline_report
+from pipesentinel.ingest.storage.plan_decisions import SqlitePlanDecisionLog
+from pipesentinel.plans.cap import CapReference, reference_of
+from pipesentinel.plans.response import EmergencyResponse, ResponseContext, respond_to_incident
+from pipesentinel.settings import Settings
+from pipesentinel.site import Site
+
+__all__ = [
+    "ALERT_NAME",
+    "GEOJSON_NAME",
+    "MAP_NAME",
+    "PLAN_DECISIONS_NAME",
+    "REPORT_NAME",
+    "SimulationError",
+    "simulate_scenario",
+    "simulate_what_if",
+    "summary_lines",
+]
+
+REPORT_NAME: Final = "report.json"
+GEOJSON_NAME: Final = "zones.geojson"
+ALERT_NAME: Final = "alert.cap.xml"
+MAP_NAME: Final = "map.png"
+PLAN_DECISIONS_NAME: Final = "plan_decisions.sqlite3"
+DECISION_ACTOR: Final = "pipesentinel-simulate"
+
+
+class SimulationError(RuntimeError):
+    """The simulation cannot run (output folder not writable, no scenario)."""
+
+
+@dataclass
+class _Responses:
+    """The responses of a run, with what the timeline says about them."""
+
+    latest: dict[str, EmergencyResponse] = field(default_factory=dict)
+    references: dict[str, list[CapReference]] = field(default_factory=dict)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    count: int = 0
+
+
+def _local(time_s: float, context: ResponseContext) -> str:
+    moment = dt.datetime.fromtimestamp(time_s, tz=dt.UTC).astimezone(context.time_zone)
+    return moment.isoformat(timespec="seconds")
+
+
+def _leak_text(response: EmergencyResponse) -> str:
+    leak = response.estimate
+    where = (
+        f"on {leak.pipeline_id} near chainage {leak.chainage_m:.0f} m"
+        if leak.pipeline_id is not None and leak.chainage_m is not None
+        else f"at ({leak.position_m[0]:.0f}, {leak.position_m[1]:.0f}) m"
+    )
+    segments = sorted(leak.segment_probabilities.items(), key=lambda item: (-item[1], item[0]))
+    segment = f", segment {segments[0][0]} ({segments[0][1]:.0%})" if segments else ""
+    return (
+        f"{leak.gas.value} leak {where}{segment}; rate {leak.rate_median_kg_per_s:.2g} kg/s "
+        f"(90 % interval {leak.rate_low_kg_per_s:.2g}-{leak.rate_high_kg_per_s:.2g})"
+    )
+
+
+def _respond(
+    context: ResponseContext,
+    decisions: SqlitePlanDecisionLog,
+    responses: _Responses,
+    incidents: Sequence[Incident],
+    start_s: float,
+) -> None:
+    for incident in incidents:
+        references = responses.references.get(incident.id, [])
+        response = respond_to_incident(context, incident, references=references[-1:])
+        if response is None:
+            continue
+        responses.count += 1
+        previous = responses.latest.get(incident.id)
+        responses.latest[incident.id] = response
+        responses.references.setdefault(incident.id, []).append(reference_of(response.cap_xml))
+        current = decisions.current(incident.id)
+        selection = response.selection
+        if current is None or (current.plan_id, current.plan_version) != (
+            selection.plan_id,
+            selection.plan_version,
+        ):
+            outcome = decisions.record_automatic(
+                incident_id=incident.id,
+                plan_id=selection.plan_id,
+                plan_version=selection.plan_version,
+                time_s=incident.updated_time_s,
+                reason=selection.explanation,
+                actor=DECISION_ACTOR,
+            )
+            if outcome.plan_changed:
+                responses.timeline.append(
+                    _entry(
+                        incident.updated_time_s,
+                        start_s,
+                        context,
+                        "plan",
+                        f"plan {selection.plan_id} v{selection.plan_version} selected for "
+                        f"{incident.id}: {selection.explanation}",
+                    )
+                )
+        if previous is None or previous.severity != response.severity:
+            responses.timeline.append(
+                _entry(
+                    incident.updated_time_s,
+                    start_s,
+                    context,
+                    "incident",
+                    f"{incident.id} severity {response.severity.value}: {_leak_text(response)}",
+                )
+            )
+
+
+def _entry(
+    time_s: float, start_s: float, context: ResponseContext, source: str, text: str
+) -> dict[str, Any]:
+    return {
+        "time_s": time_s,
+        "offset_s": round(time_s - start_s, 3),
+        "local_time": _local(time_s, context),
+        "source": source,
+        "text": text,
+    }
+
+
+def _truth(scenario: Scenario, site: Site) -> list[dict[str, Any]]:
+    del site
+    return [
+        {
+            "id": leak.id,
+            "pipeline_id": leak.pipeline_id,
+            "chainage_m": leak.chainage_m,
+            "position_m": [round(float(v), 2) for v in leak.position_m],
+            "emission_rate_kg_per_s": leak.emission_rate_kg_per_s,
+            "mass_fractions": {
+                gas.value: fraction for gas, fraction in leak.mass_fraction_by_gas.items()
+            },
+            "start_s": leak.start_s,
+            "end_s": leak.end_s if math.isfinite(leak.end_s) else None,
+        }
+        for leak in scenario.leaks
+    ]
+
+
+def _accuracy(response: EmergencyResponse, truth: dict[str, Any], site: Site) -> dict[str, Any]:
+    """How far the estimate was from the leak the scenario played (for people checking it)."""
+    pipeline_id = truth.get("pipeline_id")
+    chainage = truth.get("chainage_m")
+    point = np.asarray(truth["position_m"][:2], dtype=np.float64)
+    error = float(np.hypot(*(np.asarray(response.estimate.position_m) - point)))
+    result: dict[str, Any] = {"leak_id": truth["id"], "position_error_m": round(error, 1)}
+    if pipeline_id is not None and chainage is not None:
+        segment = site.pipeline(pipeline_id).segment_at_chainage(float(chainage)).id
+        result |= {
+            "true_segment": segment,
+            "segment_probability": response.estimate.segment_probabilities.get(segment, 0.0),
+        }
+    fraction = float(truth["mass_fractions"].get(response.estimate.gas.value, 0.0))
+    true_rate = float(truth["emission_rate_kg_per_s"]) * fraction
+    if true_rate > 0.0:
+        result |= {
+            "true_rate_kg_per_s": true_rate,
+            "rate_ratio": round(response.estimate.rate_median_kg_per_s / true_rate, 3),
+            "true_rate_in_interval": response.estimate.rate_low_kg_per_s
+            <= true_rate
+            <= response.estimate.rate_high_kg_per_s,
+        }
+    return result
+
+
+def _response_summary(response: EmergencyResponse) -> list[str]:
+    lines = [f"{response.incident_id} ({response.severity.value}): {_leak_text(response)}"]
+    selection = response.selection
+    lines.append(f"plan: {selection.explanation}")
+    closures = response.isolation.closures
+    if closures:
+        valves = ", ".join(
+            f"{c.valve_id} ({'remote' if c.remotely_operated else 'manual, crew needed'})"
+            for c in closures
+        )
+        lines.append(f"close valves in this order: {valves}")
+    lines.extend(
+        f"{zone.level.value} zone: up to {zone.max_downwind_extent_m:.0f} m from the leak, "
+        f"{zone.area_m2 / 1e4:.2f} ha"
+        + (f" (flags: {', '.join(sorted(f.value for f in zone.flags))})" if zone.flags else "")
+        for zone in response.zones.zones
+    )
+    people = response.exposure
+    sensitive = [b.name for b in people.buildings if b.sensitive]
+    lines.append(
+        f"evacuate {people.persons_to_evacuate} people in {len(people.buildings)} buildings"
+        + (f"; sensitive first: {', '.join(sensitive)}" if sensitive else "")
+    )
+    usable = [a.name for a in people.assembly_points if a.usable]
+    if usable:
+        lines.append(f"assembly points (best first): {', '.join(usable)}")
+    if people.unrouted:
+        lines.append(
+            f"{len(people.unrouted)} buildings without a safe walking route: shelter in place or "
+            "escort"
+        )
+    return lines
+
+
+def _write_outputs(
+    out: Path, report: dict[str, Any], response: EmergencyResponse | None, context: ResponseContext
+) -> None:
+    if response is not None:
+        (out / GEOJSON_NAME).write_text(
+            json.dumps(response.geojson, indent=1, allow_nan=False) + "\n", encoding="utf-8"
+        )
+        (out / ALERT_NAME).write_text(response.cap_xml, encoding="utf-8")
+        _write_map(out / MAP_NAME, response, context)
+    (out / REPORT_NAME).write_text(
+        json.dumps(report, indent=2, sort_keys=True, allow_nan=False, default=_jsonable) + "\n",
+        encoding="utf-8",
+    )
+
+
+def _write_map(path: Path, response: EmergencyResponse, context: ResponseContext) -> None:
+    """The map PNG (filled in by the map renderer; nothing is written without it)."""
+    del path, response, context
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def _prepare(out_dir: Path | str, names: Sequence[str]) -> Path:
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in names:  # a run starts from nothing: its result depends on its inputs only
+            for suffix in ("", "-wal", "-shm"):
+                (out / f"{name}{suffix}").unlink(missing_ok=True)
+    except OSError as error:
+        raise SimulationError(f"output folder {out}: {error}") from error
+    return out
+
+
+def simulate_scenario(
+    scenario: Scenario,
+    *,
+    out_dir: Path | str,
+    settings: Settings,
+    site: Site,
+    context: ResponseContext,
+    alarm_config: AlarmConfig | None = None,
+    frames: bool = False,
+    until_s: float | None = None,
+) -> dict[str, Any]:
+    """Play ``scenario`` through detection and response; write and return the report.
+
+    ``frames`` renders the camera frames (slower; the thermal/laser confirmation needs them);
+    ``until_s`` stops at that scenario time [s].
+    """
+    names = (*OUTPUT_FILES, PLAN_DECISIONS_NAME, REPORT_NAME, GEOJSON_NAME, ALERT_NAME, MAP_NAME)
+    out = _prepare(out_dir, names)
+    start_s = scenario.start_time_s
+    period_s = settings.detection.tick_period_s
+    run = PipelineRun(out, settings, site, alarm_config)
+    decisions = SqlitePlanDecisionLog(out / PLAN_DECISIONS_NAME)
+    responses = _Responses()
+    try:
+        boundary = next_boundary(start_s, period_s)
+        last_s = start_s
+        simulation = SiteSimulation(site, scenario, frames=frames)
+        for step in scenario_messages(simulation, origin_epoch_s=start_s, until_s=until_s):
+            for message in step.messages:
+                while message.time_s >= boundary:
+                    _respond(context, decisions, responses, run.flush(boundary), start_s)
+                    boundary += period_s
+                run.take(message.topic, message.payload, message.time_s)
+                last_s = max(last_s, message.time_s)
+        _respond(context, decisions, responses, run.flush(boundary), start_s)
+        detection = pipeline_report(
+            run.tally, run.engine, run.incidents, start_s=start_s, end_s=last_s
+        )
+        decision_rows = [d.to_json_dict() for d in decisions.decisions()]
+    except OSError as error:
+        raise SimulationError(f"simulation of {scenario.name}: {error}") from error
+    finally:
+        run.close()
+        decisions.close()
+    truth = _truth(scenario, site)
+    final = _final_response(responses)
+    timeline = sorted(
+        [
+            _entry(
+                item["time_s"],
+                start_s,
+                context,
+                "alarm",
+                f"{item['event']} {item['alarm_id']}"
+                + (f" -> {item['to_state']}" if item.get("to_state") else "")
+                + (f": {item['detail']}" if item.get("detail") else ""),
+            )
+            for item in detection["alarm_timeline"]
+            if item["event"] in {"activated", "cleared", "flood_started", "flood_ended"}
+        ]
+        + responses.timeline,
+        key=lambda item: (item["time_s"], item["source"], item["text"]),
+    )
+    report: dict[str, Any] = {
+        "kind": "scenario",
+        "site": {"id": site.id, "name": site.name, "time_zone": site.time_zone},
+        "scenario": {
+            "name": scenario.name,
+            "description": scenario.description,
+            "start_time_utc": scenario.start_time_utc.isoformat(),
+            "start_local_time": _local(start_s, context),
+            "simulated_s": round(last_s - start_s, 3),
+            "frames": frames,
+            "truth": truth,
+        },
+        "summary": _scenario_summary(detection, final, truth, site),
+        "timeline": timeline,
+        "incidents": detection["incidents"],
+        "response": None if final is None else final.to_json_dict(),
+        "responses_computed": responses.count,
+        "accuracy": [] if final is None else [_accuracy(final, leak, site) for leak in truth],
+        "plan_decisions": decision_rows,
+        "detection": {
+            key: detection[key]
+            for key in ("messages", "records", "rejections", "faults", "kpis", "alarm_timeline")
+        },
+        "outputs": _outputs(final),
+    }
+    _write_outputs(out, report, final, context)
+    return report
+
+
+def _final_response(responses: _Responses) -> EmergencyResponse | None:
+    if not responses.latest:
+        return None
+    return max(responses.latest.values(), key=lambda r: (r.time_s, r.incident_id))
+
+
+def _outputs(response: EmergencyResponse | None) -> list[str]:
+    names = [REPORT_NAME]
+    if response is not None:
+        names += [GEOJSON_NAME, ALERT_NAME, MAP_NAME]
+    return names
+
+
+def _scenario_summary(
+    detection: dict[str, Any],
+    response: EmergencyResponse | None,
+    truth: Sequence[dict[str, Any]],
+    site: Site,
+) -> list[str]:
+    activated = [item for item in detection["alarm_timeline"] if item["event"] == "activated"]
+    lines = [
+        f"{detection['messages']} device messages; {len(activated)} alarm activations; "
+        f"{len(detection['faults'])} fault events; {len(detection['incidents'])} incidents"
+    ]
+    if response is None:
+        lines.append("no incident with a localisation: no emergency response was computed")
+        return lines
+    lines += _response_summary(response)
+    for leak in truth:
+        accuracy = _accuracy(response, leak, site)
+        text = f"truth {leak['id']}: estimate {accuracy['position_error_m']:.0f} m from the leak"
+        if "true_segment" in accuracy:
+            text += (
+                f"; P(true segment {accuracy['true_segment']}) = "
+                f"{accuracy['segment_probability']:.0%}"
+            )
+        if "rate_ratio" in accuracy:
+            text += f"; estimated/true rate {accuracy['rate_ratio']:.2f}"
+        lines.append(text)
+    return lines
+
+
+def simulate_what_if(
+    response: EmergencyResponse, *, out_dir: Path | str, context: ResponseContext
+) -> dict[str, Any]:
+    """Write the outputs of a what-if response (see :meth:`LeakEstimate.what_if`)."""
+    out = _prepare(out_dir, (REPORT_NAME, GEOJSON_NAME, ALERT_NAME, MAP_NAME))
+    report: dict[str, Any] = {
+        "kind": "what_if",
+        "site": {
+            "id": context.site.id,
+            "name": context.site.name,
+            "time_zone": context.site.time_zone,
+        },
+        "summary": _response_summary(response),
+        "response": response.to_json_dict(),
+        "outputs": _outputs(response),
+    }
+    try:
+        _write_outputs(out, report, response, context)
+    except OSError as error:
+        raise SimulationError(f"output folder {out}: {error}") from error
+    return report
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """What the CLI prints after a run."""
+    return [str(line) for line in report["summary"]]
