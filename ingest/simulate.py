@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+from shapely import LineString, MultiLineString
 
 from pipesentinel.alarm_config import AlarmConfig
 from pipesentinel.detection.incidents import Incident
@@ -42,7 +43,9 @@ from pipesentinel.ingest.replay import OUTPUT_FILES, PipelineRun, next_boundary,
 from pipesentinel.ingest.storage.plan_decisions import SqlitePlanDecisionLog
 from pipesentinel.plans.cap import CapReference, reference_of
 from pipesentinel.plans.response import EmergencyResponse, ResponseContext, respond_to_incident
+from pipesentinel.plans.zones import ZoneLevel
 from pipesentinel.settings import Settings
+from pipesentinel.simulation.map2d import MapLayers, MapRoute, render_incident_map
 from pipesentinel.site import Site
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "PLAN_DECISIONS_NAME",
     "REPORT_NAME",
     "SimulationError",
+    "incident_map_layers",
     "simulate_scenario",
     "simulate_what_if",
     "summary_lines",
@@ -258,9 +262,62 @@ def _write_outputs(
     )
 
 
+def incident_map_layers(response: EmergencyResponse, site: Site, time_zone: str) -> MapLayers:
+    """What the responder's map draws for one response."""
+    estimate = response.estimate
+    credible = [
+        LineString(
+            site.pipeline(i.pipeline_id).polyline_between(i.start_chainage_m, i.end_chainage_m)
+        )
+        for i in estimate.credible_intervals
+        if i.end_chainage_m > i.start_chainage_m
+    ]
+    exposure = response.exposure
+    return MapLayers(
+        time_label=f"{response.local_time:%Y-%m-%d %H:%M} ({time_zone})",
+        leak_position_m=np.asarray(estimate.position_m),
+        leak_credible_m=MultiLineString(credible) if credible else None,
+        zones_m={zone.level.value: zone.polygon_m for zone in response.zones.zones},
+        median_zones_m={
+            zone.level.value: zone.median_polygon_m
+            for zone in response.zones.zones
+            if zone.level is not ZoneLevel.ISOLATION
+        },
+        valves_to_close=response.isolation.valves_to_close,
+        building_zones={b.building_id: b.worst_zone.value for b in exposure.buildings},
+        usable_assembly_point_ids=tuple(
+            a.assembly_point_id for a in exposure.assembly_points if a.usable
+        ),
+        excluded_assembly_point_ids=tuple(
+            a.assembly_point_id for a in exposure.assembly_points if not a.usable
+        ),
+        routes=tuple(
+            MapRoute(r.building_id, r.assembly_point_id, r.polyline_m) for r in exposure.routes
+        ),
+        traffic_control_road_ids=tuple(t.road_id for t in exposure.traffic_control),
+        closed_road_ids=tuple(t.road_id for t in exposure.traffic_control if t.closed),
+        wind_from_deg=estimate.wind_from_deg,
+        wind_speed_m_per_s=estimate.wind_speed_m_per_s,
+        notes=tuple(sorted(flag.value for flag in response.zones.flags)),
+    )
+
+
 def _write_map(path: Path, response: EmergencyResponse, context: ResponseContext) -> None:
-    """The map PNG (filled in by the map renderer; nothing is written without it)."""
-    del path, response, context
+    site = context.site
+    estimate = response.estimate
+    where = (
+        f"{estimate.pipeline_id} chainage {estimate.chainage_m:.0f} m"
+        if estimate.pipeline_id is not None and estimate.chainage_m is not None
+        else "off the modelled lines"
+    )
+    title = (
+        f"{estimate.gas.value.capitalize()} leak {where}, {estimate.rate_median_kg_per_s:.2g} "
+        f"kg/s: plan {response.selection.plan_id}"
+    )
+    png = render_incident_map(
+        site, incident_map_layers(response, site, site.time_zone), title=title
+    )
+    path.write_bytes(png)
 
 
 def _jsonable(value: object) -> object:
