@@ -113,6 +113,12 @@ ALARMS_SEGMENT: Final = "alarms"
 INCIDENTS_SEGMENT: Final = "incidents"
 KIND_ALARM: Final = "alarm"
 KIND_INCIDENT: Final = "incident"
+KIND_RESPONSE: Final = "response"
+KIND_PLAN: Final = "plan"
+RESPONSE_SEGMENT: Final = "response"  # .../incidents/{id}/response: the emergency response JSON
+ALERT_SEGMENT: Final = "alert"  # .../incidents/{id}/alert: the CAP 1.2 alert (XML)
+ZONES_SEGMENT: Final = "zones"  # .../incidents/{id}/zones: the threat zones (GeoJSON)
+PLAN_SEGMENT: Final = "plan"  # .../incidents/{id}/plan: the plan in effect (JSON)
 KIND_ESCALATION: Final = "escalation"
 
 # Characters an id may not contain: '/' would add topic levels, '+' and '#' are MQTT wildcards
@@ -202,6 +208,18 @@ def incident_topic(site_id: str, incident_id: str, *, topic_root: str = TOPIC_RO
             check_topic_level("site id", site_id),
             INCIDENTS_SEGMENT,
             check_topic_level("incident_id", incident_id),
+        )
+    )
+
+
+def incident_subtopic(
+    site_id: str, incident_id: str, segment: str, *, topic_root: str = TOPIC_ROOT
+) -> str:
+    """``{root}/{site}/incidents/{incident_id}/{segment}``: a retained part of an incident."""
+    return TOPIC_SEPARATOR.join(
+        (
+            incident_topic(site_id, incident_id, topic_root=topic_root),
+            check_topic_level("segment", segment),
         )
     )
 
@@ -1467,6 +1485,63 @@ class Notifier:
         self._publish(event, topic, event.data)
         self._send(event, self._settings.webhook_urls, event.data)
 
+    def notify_response(
+        self,
+        *,
+        incident_id: str,
+        incident_version: int,
+        time_s: float,
+        response: Mapping[str, Any],
+        cap_xml: str,
+        geojson: Mapping[str, Any],
+    ) -> None:
+        """Publish an incident's emergency response, retained, on three topics; returns at once.
+
+        ``.../incidents/{id}/response`` (the response JSON), ``.../alert`` (the CAP 1.2 XML as
+        is) and ``.../zones`` (GeoJSON). Webhooks get the plan changes (:meth:`notify_plan`) and
+        the incident, not these (they are large and change every localisation).
+        """
+        self._check_running()
+        parts: tuple[tuple[str, bytes | None, Mapping[str, Any]], ...] = (
+            (RESPONSE_SEGMENT, None, response),
+            (ALERT_SEGMENT, cap_xml.encode("utf-8"), {}),
+            (ZONES_SEGMENT, None, geojson),
+        )
+        for segment, raw, body in parts:
+            event = _checked_event(
+                {
+                    EVENT_ID_KEY: f"{incident_id}:{segment}:{incident_version}",
+                    INCIDENT_ID_KEY: incident_id,
+                    TIME_KEY: time_s,
+                },
+                kind=KIND_RESPONSE,
+                id_key=INCIDENT_ID_KEY,
+            )
+            topic = incident_subtopic(
+                self.site_id, event.subject_id, segment, topic_root=self._topic_root
+            )
+            try:
+                payload = _json_bytes(body) if raw is None else raw
+            except (TypeError, ValueError) as error:
+                raise NotificationError(
+                    f"response {event.event_id!r} is not JSON-ready: {error}"
+                ) from None
+            self._publish_bytes(event, topic, payload)
+
+    def notify_plan(self, event: Mapping[str, Any]) -> None:
+        """Publish the plan in effect for an incident (retained) and send it to the webhooks.
+
+        ``event`` is ``DecisionOutcome.change_event()`` of the plan-decision log: needs
+        ``incident_id``, ``event_id`` and ``time_s`` [s]. A plan change is told like an alarm.
+        """
+        self._check_running()
+        checked = _checked_event(event, kind=KIND_PLAN, id_key=INCIDENT_ID_KEY)
+        topic = incident_subtopic(
+            self.site_id, checked.subject_id, PLAN_SEGMENT, topic_root=self._topic_root
+        )
+        self._publish(checked, topic, checked.data)
+        self._send(checked, self._settings.webhook_urls, checked.data)
+
     def tick(self, now_s: float | None = None) -> list[EscalationDue]:
         """Send the escalations due at ``now_s`` (default: the clock) [s]; returns them.
 
@@ -1537,6 +1612,9 @@ class Notifier:
         return roles[min(level, len(roles)) - 1] if roles else None
 
     def _publish(self, event: _Event, topic: str, state: Mapping[str, Any]) -> None:
+        self._publish_bytes(event, topic, _json_bytes(state))
+
+    def _publish_bytes(self, event: _Event, topic: str, payload: bytes) -> None:
         if self._publisher is None:
             return
         if (event.event_id, Channel.MQTT.value) in self._delivered:
@@ -1545,7 +1623,7 @@ class Notifier:
         self._publisher.offer(
             _MqttMessage(
                 topic=topic,
-                payload=_json_bytes(state),
+                payload=payload,
                 event_id=event.event_id,
                 kind=event.kind,
                 subject_id=event.subject_id,

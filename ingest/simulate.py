@@ -6,7 +6,8 @@ publish (the same topics and payload bytes, stamped with the simulated time) thr
 pipeline's stages (:class:`~pipesentinel.ingest.replay.PipelineRun`: contract decoding, sequence
 tracking, storage, dead letters, the detection engine ticking every
 ``settings.detection.tick_period_s`` of simulated time). Every incident version that carries a
-localisation is answered by :func:`~pipesentinel.plans.response.respond_to_incident`: valves,
+localisation is answered as the live service answers it
+(:class:`~pipesentinel.ingest.response_service.ResponseService`, on the caller's thread): valves,
 zones, people, the selected plan (journaled in a plan-decision log) and a CAP alert (``Update``
 of the previous one). The broker hop itself is left out so that the run is
 deterministic and as fast as the machine allows; the bytes are those a broker would carry.
@@ -18,7 +19,8 @@ incident, localisation, plan and rationale, valves, zones, buildings, routes; fo
 truth it was played with and how far the estimate was from it), ``zones.geojson`` (WGS84),
 ``alert.cap.xml`` (CAP 1.2, status ``Exercise``: a simulation is never a real alert), ``map.png``
 and, for a scenario, the stores of the run (``alarm_journal.sqlite3``, ``incidents.sqlite3``,
-``telemetry.sqlite3``, ``dead_letter.sqlite3``, ``plan_decisions.sqlite3``).
+``telemetry.sqlite3``, ``dead_letter.sqlite3``, ``plan_decisions.sqlite3``,
+``responses.sqlite3``).
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ from pipesentinel.hardware.offline import scenario_messages
 from pipesentinel.hardware.scenario import Scenario
 from pipesentinel.hardware.world import SiteSimulation
 from pipesentinel.ingest.replay import OUTPUT_FILES, PipelineRun, next_boundary, pipeline_report
+from pipesentinel.ingest.response_service import ResponseService
 from pipesentinel.ingest.storage.plan_decisions import SqlitePlanDecisionLog
-from pipesentinel.plans.cap import CapReference, reference_of
-from pipesentinel.plans.response import EmergencyResponse, ResponseContext, respond_to_incident
+from pipesentinel.ingest.storage.responses import ResponseStore
+from pipesentinel.plans.response import EmergencyResponse, ResponseContext
 from pipesentinel.plans.zones import ZoneLevel
 from pipesentinel.settings import Settings
 from pipesentinel.simulation.map2d import MapLayers, MapRoute, render_incident_map
@@ -66,7 +69,7 @@ GEOJSON_NAME: Final = "zones.geojson"
 ALERT_NAME: Final = "alert.cap.xml"
 MAP_NAME: Final = "map.png"
 PLAN_DECISIONS_NAME: Final = "plan_decisions.sqlite3"
-DECISION_ACTOR: Final = "pipesentinel-simulate"
+RESPONSES_NAME: Final = "responses.sqlite3"
 
 
 class SimulationError(RuntimeError):
@@ -78,7 +81,6 @@ class _Responses:
     """The responses of a run, with what the timeline says about them."""
 
     latest: dict[str, EmergencyResponse] = field(default_factory=dict)
-    references: dict[str, list[CapReference]] = field(default_factory=dict)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     count: int = 0
 
@@ -104,46 +106,32 @@ def _leak_text(response: EmergencyResponse) -> str:
 
 
 def _respond(
-    context: ResponseContext,
-    decisions: SqlitePlanDecisionLog,
+    service: ResponseService,
     responses: _Responses,
     incidents: Sequence[Incident],
     start_s: float,
 ) -> None:
+    context = service.context
     for incident in incidents:
-        references = responses.references.get(incident.id, [])
-        response = respond_to_incident(context, incident, references=references[-1:])
+        previous = responses.latest.get(incident.id)
+        plan_changes = service.stats.plan_changes
+        response = service.answer(incident)
         if response is None:
             continue
         responses.count += 1
-        previous = responses.latest.get(incident.id)
         responses.latest[incident.id] = response
-        responses.references.setdefault(incident.id, []).append(reference_of(response.cap_xml))
-        current = decisions.current(incident.id)
         selection = response.selection
-        if current is None or (current.plan_id, current.plan_version) != (
-            selection.plan_id,
-            selection.plan_version,
-        ):
-            outcome = decisions.record_automatic(
-                incident_id=incident.id,
-                plan_id=selection.plan_id,
-                plan_version=selection.plan_version,
-                time_s=incident.updated_time_s,
-                reason=selection.explanation,
-                actor=DECISION_ACTOR,
-            )
-            if outcome.plan_changed:
-                responses.timeline.append(
-                    _entry(
-                        incident.updated_time_s,
-                        start_s,
-                        context,
-                        "plan",
-                        f"plan {selection.plan_id} v{selection.plan_version} selected for "
-                        f"{incident.id}: {selection.explanation}",
-                    )
+        if service.stats.plan_changes > plan_changes:
+            responses.timeline.append(
+                _entry(
+                    incident.updated_time_s,
+                    start_s,
+                    context,
+                    "plan",
+                    f"plan {selection.plan_id} v{selection.plan_version} selected for "
+                    f"{incident.id}: {selection.explanation}",
                 )
+            )
         if previous is None or previous.severity != response.severity:
             responses.timeline.append(
                 _entry(
@@ -354,12 +342,22 @@ def simulate_scenario(
     ``frames`` renders the camera frames (slower; the thermal/laser confirmation needs them);
     ``until_s`` stops at that scenario time [s].
     """
-    names = (*OUTPUT_FILES, PLAN_DECISIONS_NAME, REPORT_NAME, GEOJSON_NAME, ALERT_NAME, MAP_NAME)
+    names = (
+        *OUTPUT_FILES,
+        PLAN_DECISIONS_NAME,
+        RESPONSES_NAME,
+        REPORT_NAME,
+        GEOJSON_NAME,
+        ALERT_NAME,
+        MAP_NAME,
+    )
     out = _prepare(out_dir, names)
     start_s = scenario.start_time_s
     period_s = settings.detection.tick_period_s
     run = PipelineRun(out, settings, site, alarm_config)
     decisions = SqlitePlanDecisionLog(out / PLAN_DECISIONS_NAME)
+    store = ResponseStore(out / RESPONSES_NAME)
+    service = ResponseService(context=context, store=store, decisions=decisions)
     responses = _Responses()
     try:
         boundary = next_boundary(start_s, period_s)
@@ -368,11 +366,11 @@ def simulate_scenario(
         for step in scenario_messages(simulation, origin_epoch_s=start_s, until_s=until_s):
             for message in step.messages:
                 while message.time_s >= boundary:
-                    _respond(context, decisions, responses, run.flush(boundary), start_s)
+                    _respond(service, responses, run.flush(boundary), start_s)
                     boundary += period_s
                 run.take(message.topic, message.payload, message.time_s)
                 last_s = max(last_s, message.time_s)
-        _respond(context, decisions, responses, run.flush(boundary), start_s)
+        _respond(service, responses, run.flush(boundary), start_s)
         detection = pipeline_report(
             run.tally, run.engine, run.incidents, start_s=start_s, end_s=last_s
         )
@@ -382,6 +380,7 @@ def simulate_scenario(
     finally:
         run.close()
         decisions.close()
+        store.close()
     truth = _truth(scenario, site)
     final = _final_response(responses)
     timeline = sorted(
