@@ -67,7 +67,17 @@ from pipesentinel.plans.isolation import (
     isolation_plan_for_segments,
     pipeline_graph,
 )
-from pipesentinel.plans.library import PlanLibrary, Severity, load_plan_library
+from pipesentinel.plans.library import (
+    CloseValvesAction,
+    EvacuateAction,
+    Plan,
+    PlanLibrary,
+    PublicAlertAction,
+    Severity,
+    TrafficControlAction,
+    ZoneName,
+    load_plan_library,
+)
 from pipesentinel.plans.selection import PlanSelection, PlanSituation, select_plan
 from pipesentinel.plans.zones import ThreatZones, ZoneLevel, threat_zones, zones_to_geojson
 from pipesentinel.site import BuildingUse, DetectorPlacement, Gas, Site
@@ -79,6 +89,7 @@ __all__ = [
     "ResponseContext",
     "ResponsePolicy",
     "incident_severity",
+    "plan_checklist",
     "respond",
     "respond_to_incident",
 ]
@@ -396,6 +407,7 @@ class EmergencyResponse:
     exposure: ExposureAssessment
     situation: PlanSituation
     selection: PlanSelection
+    checklist: tuple[dict[str, object], ...]
     cap_xml: str
     cap_identifier: str
     geojson: dict[str, Any]
@@ -419,6 +431,7 @@ class EmergencyResponse:
             "plan": {
                 "situation": self.situation.to_json_dict(),
                 **self.selection.to_json_dict(),
+                "checklist": list(self.checklist),
             },
             "public_alert": {"cap_identifier": self.cap_identifier},
         }
@@ -587,6 +600,70 @@ def _without(data: dict[str, object], key: str) -> dict[str, object]:
     return {k: v for k, v in data.items() if k != key}
 
 
+_ZONES_OF: Final = {
+    "isolation": (Zone.ISOLATION,),
+    "red": (Zone.RED, Zone.ISOLATION),
+    "yellow": (Zone.RED, Zone.ISOLATION, Zone.YELLOW),
+}
+"""Which exposure zones a plan's zone name covers: yellow (10 %LEL) includes red and the
+isolation circle, red includes the isolation circle."""
+
+
+def plan_checklist(
+    plan: Plan, isolation: IsolationPlan, exposure: ExposureAssessment, cap_identifier: str
+) -> list[dict[str, object]]:
+    """The chosen plan's actions as a checklist, each resolved against this incident.
+
+    ``close_valves`` with the isolation set gets the valves to close (in order, remote or manual);
+    zone actions get the buildings in that zone (priority uses first) and their occupants;
+    evacuations get the usable assembly points; traffic control the road names; the public alert
+    its CAP identifier.
+    """
+    usable = [a.assembly_point_id for a in exposure.assembly_points if a.usable]
+    items: list[dict[str, object]] = []
+    for step, action in enumerate(plan.actions, start=1):
+        item: dict[str, object] = {
+            "step": step,
+            "kind": action.kind,
+            "instruction": action.instruction,
+            "responsible": action.responsible.value,
+            "within_min": action.within_min,
+            "done": False,
+        }
+        if isinstance(action, CloseValvesAction):
+            closures = (
+                [c.to_json_dict() for c in isolation.closures] if action.isolation_set else []
+            )
+            listed = [v for v in action.valves if v not in isolation.valves_to_close]
+            item["valves"] = (
+                [*isolation.valves_to_close, *listed]
+                if action.isolation_set
+                else list(action.valves)
+            )
+            item["closures"] = closures
+        zone: ZoneName | None = getattr(action, "zone", None)
+        if zone is not None:
+            covered = _ZONES_OF[zone.value]
+            priority = tuple(getattr(action, "priority_uses", ()))
+            inside = [b for b in exposure.buildings if any(z in b.zones for z in covered)]
+            inside.sort(key=lambda b: (b.use not in priority, not b.sensitive))
+            item["zone"] = zone.value
+            item["buildings"] = [
+                {"building_id": b.building_id, "name": b.name, "occupants": b.occupants}
+                for b in inside
+            ]
+            item["occupants"] = sum(b.occupants for b in inside)
+        if isinstance(action, EvacuateAction):
+            item["assembly_points"] = list(action.assembly_points) or usable
+        if isinstance(action, TrafficControlAction):
+            item["roads"] = list(action.roads)
+            item["mode"] = action.mode
+        if isinstance(action, PublicAlertAction):
+            item["cap_identifier"] = cap_identifier
+        items.append(item)
+    return items
+
+
 def respond(
     context: ResponseContext,
     *,
@@ -699,6 +776,14 @@ def respond(
         exposure=exposure,
         situation=situation,
         selection=selection,
+        checklist=tuple(
+            plan_checklist(
+                context.library.plan(selection.plan_id),
+                isolation,
+                exposure,
+                cap_identifier(incident_id, incident_version),
+            )
+        ),
         cap_xml=cap_xml,
         cap_identifier=cap_identifier(incident_id, incident_version),
         geojson=geojson,

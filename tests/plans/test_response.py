@@ -253,3 +253,26 @@ def test_what_if_checks_its_inputs(site: Site) -> None:
     np.testing.assert_allclose(
         estimate.position_m, site.pipeline("P1").point_at_chainage(LEAK_CHAINAGE_M)[:2]
     )
+
+
+def test_the_plan_checklist_is_resolved_for_the_incident(
+    site: Site, context: ResponseContext
+) -> None:
+    response = _respond(context, _what_if(site), DAY)
+    assert response.selection.plan_id == "WL-02"
+    checklist = response.checklist
+    assert [item["step"] for item in checklist] == list(range(1, len(checklist) + 1))
+    plan = context.library.plan("WL-02")
+    assert [item["instruction"] for item in checklist] == [a.instruction for a in plan.actions]
+    valves = [item for item in checklist if item["kind"] == "close_valves"]
+    assert valves
+    assert all(set(response.isolation.valves_to_close) <= set(item["valves"]) for item in valves)  # type: ignore[call-overload]
+    evacuations = [item for item in checklist if item["kind"] == "evacuate"]
+    assert evacuations
+    for item in evacuations:
+        names = [b["building_id"] for b in item["buildings"]]  # type: ignore[attr-defined]
+        assert KINDERGARTEN in names
+        assert item["occupants"] >= 260  # type: ignore[operator]
+        assert item["assembly_points"]
+    assert all(item["done"] is False for item in checklist)
+    json.dumps(response.to_json_dict()["plan"], allow_nan=False)
