@@ -7,13 +7,19 @@ the reference site's 30 gas detectors, 2 wind stations and 8 lasers) and below
 Method (the live chain of ``tests/ingest/test_detection_service.py``):
 
 1. One real Mosquitto 2.0 (:class:`~pipesentinel.hardware.testbed.MosquittoProcess`) on a loopback
-   port. In this process: :class:`~pipesentinel.ingest.service.IngestService` (default ingest
-   settings: ``batch_linger_s`` 5 ms, SQLite telemetry store with ``synchronous=FULL`` in a
-   temporary directory on the local disk) ``->`` ``subscribe(DetectionService.submit)`` ``->``
+   port and the chain in the process layout of ``pipesentinel ingest``
+   (:mod:`pipesentinel.ingest.workers`, ``--layout processes``, the default): the storing
+   :class:`~pipesentinel.ingest.service.IngestService` (default ingest settings:
+   ``batch_linger_s`` 5 ms, SQLite telemetry store with ``synchronous=FULL`` in a temporary
+   directory on the local disk) in a child process of its own; in this process the detection
+   feed (an ``IngestService`` with ``store=None`` on its own MQTT session) ``->``
+   :class:`~pipesentinel.ingest.detection_service.DetectionService` ``->``
    :class:`~pipesentinel.detection.engine.DetectionEngine` (SQLite alarm journal and incident
    store) ``->`` :class:`~pipesentinel.ingest.notifications.Notifier` publishing each alarm's
-   state retained with QoS 1. The site is ``sites/wanli`` under a site id of this run, camera
-   analytics off (no frames are sent; the lasers are analysed).
+   state retained with QoS 1. ``--layout single`` measures the former one-process chain (the
+   storing service hands its stored batches to detection) as the same-run baseline. The site is
+   ``sites/wanli`` under a site id of this run, camera analytics off (no frames are sent; the
+   lasers are analysed).
 2. Background load, in a process of its own (its own interpreter, no GIL shared with the
    measured chain): one paho MQTT 5 client publishing valid quiet readings with QoS 1 round-robin
    on every device topic of the site except the probe detectors (gas ~2 ppm plus the detectors'
@@ -68,6 +74,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
@@ -96,6 +103,14 @@ from pipesentinel.ingest.notifications import Notifier
 from pipesentinel.ingest.service import IngestService
 from pipesentinel.ingest.storage.sqlite import SQLiteStore
 from pipesentinel.ingest.topics import TOPIC_ROOT, MessageKind, device_topic
+from pipesentinel.ingest.workers import (
+    DetectionChain,
+    Role,
+    ServiceProcess,
+    detection_chain,
+    detection_counters,
+    storage_counters,
+)
 from pipesentinel.settings import Settings
 from pipesentinel.site import Camera, Gas, Site
 from pipesentinel.site_loader import load_site
@@ -108,6 +123,13 @@ SEED_RATE_MSG_PER_S: Final = 40.0  # 30 gas detectors + 2 wind stations + 8 lase
 HUNDREDFOLD: Final = 100.0
 SEED_GOAL_P99_S: Final = 0.050
 HUNDREDFOLD_GOAL_P99_S: Final = 0.250
+
+
+class Layout(StrEnum):
+    """Process layout of the measured chain."""
+
+    PROCESSES = "processes"  # pipesentinel ingest: storage and detection processes (workers.py)
+    SINGLE = "single"  # the former one-process chain, detection on the stored batches
 
 
 @dataclass(frozen=True)
@@ -144,6 +166,7 @@ KEEP_UP_FRACTION: Final = 0.98
 # --- device readings -----------------------------------------------------------------------------
 QOS_AT_LEAST_ONCE: Final = 1
 PUBLISHER_WINDOW_MESSAGES: Final = 1000  # capped by the broker's Receive Maximum (20 here)
+PUBLISH_CHUNK_MESSAGES: Final = 200  # the background publisher checks for requests between chunks
 BACKGROUND_METHANE_PPM: Final = 2.0  # tropospheric background, about 1.9 ppm (NOAA GML, 2023)
 BACKGROUND_PROPANE_PPM: Final = 0.0  # none in clean air (ppb levels, far below the noise)
 # Quiet wind: a moderate westerly with a little variation, so the wind-stuck check stays quiet.
@@ -167,9 +190,12 @@ EVENT_ACTIVATED: Final = "activated"
 EVENT_CLEARED: Final = "cleared"
 
 METHOD: Final = (
-    "One real Mosquitto; in the measured process IngestService (default settings, batch_linger_s 5"
-    " ms, SQLite telemetry store synchronous=FULL on local disk) -> DetectionService (SQLite "
-    "journal) -> Notifier (retained QoS 1 alarm states), site sites/wanli under a run-unique id, "
+    "One real Mosquitto; layout 'processes' (pipesentinel ingest): the storing IngestService "
+    "(default settings, batch_linger_s 5 ms, SQLite telemetry store synchronous=FULL on local "
+    "disk) in a child process, and in the measured process the detection feed (IngestService "
+    "store=None, own MQTT session) -> DetectionService (SQLite journal) -> Notifier (retained QoS"
+    " 1 alarm states); layout 'single': the storing IngestService hands its stored batches to "
+    "DetectionService in one process. Site sites/wanli under a run-unique id, "
     "camera analytics off. Background: a separate process, one paho MQTT 5 client, QoS 1, valid "
     "quiet readings (gas 2 ppm CH4 and 0 ppm C3H8, both + 0.5 % FS noise; wind; laser ambient "
     "column) round-robin on every device topic except the probes, wall-clock timestamps, at the "
@@ -442,7 +468,8 @@ def _background_main(
             if due <= segment_sent:
                 time.sleep(min(1.0 / rate if rate > 0 else 0.01, 0.01))
                 continue
-            for _ in range(due - segment_sent):
+            # In chunks, so that a publisher that cannot reach the rate still answers requests.
+            for _ in range(min(due - segment_sent, PUBLISH_CHUNK_MESSAGES)):
                 device = devices[index]
                 seqs[index] += 1
                 ts_ms = max(round(time.time() * MILLISECONDS_PER_SECOND), last_ms[index] + 1)
@@ -733,16 +760,23 @@ class _Child:
 # --- the measured chain --------------------------------------------------------------------------
 
 
-def _settings(broker: MosquittoProcess, directory: Path, site_id: str) -> Settings:
+def _settings(broker: MosquittoProcess, directory: Path, site_id: str, layout: Layout) -> Settings:
+    # The single-process baseline as it was: every stored batch a step of its own, no rest.
+    baseline = {"max_batch_records": 1, "max_busy_fraction": 1.0}
     return Settings(
         site_dir=SITE_DIR,
         broker={"url": broker.url, "client_id": f"ingest-{site_id}"},
+        storage={
+            "sqlite_path": directory / "telemetry.sqlite3",
+            "frames_dir": directory / "frames",
+        },
         ingest={"dead_letter_path": directory / "dead_letter.sqlite3"},
         alarms={
             "journal_path": directory / "journal.sqlite3",
             "incidents_path": directory / "incidents.sqlite3",
         },
-        detection={"camera_analytics": False},
+        detection={"camera_analytics": False, "mqtt_client_id": f"detection-{site_id}"}
+        | (baseline if layout is Layout.SINGLE else {}),
         notifications={
             "mqtt_client_id": f"notifier-{site_id}",
             "log_path": directory / "notifications.sqlite3",
@@ -750,53 +784,80 @@ def _settings(broker: MosquittoProcess, directory: Path, site_id: str) -> Settin
     )
 
 
+@dataclass(frozen=True)
+class _Chain:
+    """The measured chain in the layout of ``pipesentinel ingest`` (``ingest/workers.py``)."""
+
+    storage: ServiceProcess | None  # the storing ingest in a child process (None: in-process)
+    ingest: IngestService | None  # the storing ingest in this process (single-process layout)
+    chain: DetectionChain
+
+    def counters(self) -> dict[str, int]:
+        storage = (
+            self.storage.counters() if self.storage is not None else storage_counters(self.ingest)  # type: ignore[arg-type]  # one of the two is set
+        )
+        detection = detection_counters(self.chain)
+        return {
+            "ingest_accepted": storage["accepted"],
+            "ingest_rejected": storage["rejected"],
+            "ingest_queue_overflows": storage["queue_overflows"],
+            "ingest_batches": storage["batches_written"],
+            "feed_accepted": detection["feed_accepted"],
+            "feed_queue_overflows": detection["feed_queue_overflows"],
+            "detection_batches": detection["detection_batches"],
+            "detection_records": detection["detection_records"],
+            "detection_errors": detection["detection_errors"],
+            "alarm_events": detection["alarm_events"],
+        }
+
+
 @contextlib.contextmanager
 def _chain(
-    broker: MosquittoProcess, directory: Path, site: Site, settings: Settings
-) -> Iterator[tuple[IngestService, DetectionService, Notifier]]:
-    store = SQLiteStore(directory / "telemetry.sqlite3")
-    try:
-        with (
-            Notifier(
-                settings=settings.notifications, site_id=site.id, broker=settings.broker
-            ) as notifier,
-            DetectionService(
-                settings=settings,
-                site=site,
-                notifier=notifier,
-                alarm_config=AlarmConfig.defaults_for(site),
-            ) as detection,
-            IngestService(
-                settings=settings,
-                sites=site,
-                store=store,
-                topic_filters=(f"{TOPIC_ROOT}/{site.id}/#",),
-            ) as ingest,
-        ):
+    broker: MosquittoProcess, site: Site, settings: Settings, *, layout: Layout
+) -> Iterator[_Chain]:
+    """The chain; :attr:`Layout.PROCESSES`: storage in a child process, detection here."""
+    topic_filters = (f"{TOPIC_ROOT}/{site.id}/#",)
+    alarm_config = AlarmConfig.defaults_for(site)
+    with contextlib.ExitStack() as stack:
+        storage: ServiceProcess | None = None
+        ingest: IngestService | None = None
+        if layout is Layout.PROCESSES:
+            storage = stack.enter_context(
+                ServiceProcess(
+                    Role.STORAGE, settings=settings, site=site, topic_filters=topic_filters
+                )
+            )
+            chain = stack.enter_context(
+                detection_chain(
+                    settings=settings,
+                    site=site,
+                    alarm_config=alarm_config,
+                    topic_filters=topic_filters,
+                )
+            )
+            connected = chain.feed.wait_connected(CONNECT_TIMEOUT_S)
+        else:  # the single-process baseline: detection takes the stored batches
+            store = SQLiteStore(settings.storage.sqlite_path)
+            stack.callback(store.close)
+            notifier = stack.enter_context(
+                Notifier(settings=settings.notifications, site_id=site.id, broker=settings.broker)
+            )
+            detection = stack.enter_context(
+                DetectionService(
+                    settings=settings, site=site, notifier=notifier, alarm_config=alarm_config
+                )
+            )
+            ingest = stack.enter_context(
+                IngestService(
+                    settings=settings, sites=site, store=store, topic_filters=topic_filters
+                )
+            )
             ingest.subscribe(detection.submit)
-            if not (
-                ingest.wait_connected(CONNECT_TIMEOUT_S)
-                and notifier.wait_connected(CONNECT_TIMEOUT_S)
-            ):
-                raise TimeoutError(f"the chain did not connect to {broker.url}")
-            yield ingest, detection, notifier
-    finally:
-        store.close()
-
-
-def _counters(ingest: IngestService, detection: DetectionService) -> dict[str, int]:
-    ingest_stats = ingest.stats()
-    detection_stats = detection.stats()
-    return {
-        "ingest_accepted": ingest_stats.accepted,
-        "ingest_rejected": ingest_stats.rejected,
-        "ingest_queue_overflows": ingest_stats.queue_overflows,
-        "ingest_batches": ingest_stats.batches_written,
-        "detection_batches": detection_stats.batches,
-        "detection_records": detection_stats.records,
-        "detection_errors": detection_stats.errors,
-        "alarm_events": detection_stats.alarm_events,
-    }
+            chain = DetectionChain(feed=ingest, detection=detection, notifier=notifier)
+            connected = ingest.wait_connected(CONNECT_TIMEOUT_S)
+        if not (connected and chain.notifier.wait_connected(CONNECT_TIMEOUT_S)):
+            raise TimeoutError(f"the chain did not connect to {broker.url}")
+        yield _Chain(storage=storage, ingest=ingest, chain=chain)
 
 
 def _load_result(
@@ -825,6 +886,7 @@ def _load_result(
         "nominal_probe_rate_msg_per_s": probes / probe_period_s,
         "achieved_rate_msg_per_s": background_sent / background_s + probe_rate,
         "ingest_accepted_rate_msg_per_s": delta["ingest_accepted"] / background_s,
+        "detection_feed_rate_msg_per_s": delta["feed_accepted"] / background_s,
         "measure_s": seconds,
         "latency": latency,
         "clear": percentiles_ms([s["latency_s"] for s in clears]),
@@ -836,12 +898,13 @@ def _load_result(
         "dropped_or_rejected": {
             "ingest_rejected": delta["ingest_rejected"],
             "ingest_queue_overflows": delta["ingest_queue_overflows"],
+            "feed_queue_overflows": delta["feed_queue_overflows"],
             "detection_errors": delta["detection_errors"],
         },
         "ingest_mean_batch_records": delta["ingest_accepted"] / max(delta["ingest_batches"], 1),
         "detection_mean_batch_records": delta["detection_records"]
         / max(delta["detection_batches"], 1),
-        "keeps_up": delta["ingest_accepted"] / background_s
+        "keeps_up": min(delta["ingest_accepted"], delta["feed_accepted"]) / background_s
         >= KEEP_UP_FRACTION * (background_sent / background_s + probe_rate),
         "goal_p99_ms": load.goal_p99_s * MILLISECONDS_PER_SECOND,
         "met": p99_ms is not None and p99_ms < load.goal_p99_s * MILLISECONDS_PER_SECOND,
@@ -878,6 +941,7 @@ def run(
     ramp_s: float = DEFAULT_RAMP_S,
     max_measure_s: float = DEFAULT_MAX_MEASURE_S,
     broker: MosquittoProcess | None = None,
+    layout: Layout | str = Layout.PROCESSES,
 ) -> dict[str, object]:
     """Measure the alarm latency at each load; see the module docstring.
 
@@ -900,6 +964,8 @@ def run(
         A load's measurement stops after this even with fewer samples [s].
     broker
         A running Mosquitto to use; by default one is started and stopped here.
+    layout
+        The process layout measured (:class:`Layout`).
     """
     if samples < 1 or not loads:
         raise ValueError(f"samples must be >= 1 and loads not empty, got {samples}, {loads!r}")
@@ -919,8 +985,8 @@ def run(
         )
         if broker is None:
             broker = stack.enter_context(MosquittoProcess())
-        settings = _settings(broker, directory, site.id)
-        ingest, detection, _ = stack.enter_context(_chain(broker, directory, site, settings))
+        settings = _settings(broker, directory, site.id, Layout(layout))
+        chain = stack.enter_context(_chain(broker, site, settings, layout=Layout(layout)))
         background = _Child(
             "bench-alarm-background",
             _background_main,
@@ -946,13 +1012,13 @@ def run(
             background.ask(("rate", rate), COMMAND_TIMEOUT_S)
             time.sleep(ramp_s)
             background.ask(("rate", rate), COMMAND_TIMEOUT_S)  # a new segment: the measured one
-            before = _counters(ingest, detection)
+            before = chain.counters()
             _, measured = prober.ask(
                 ("measure", samples, max_measure_s),
                 max_measure_s + DRAIN_GRACE_S + COMMAND_TIMEOUT_S,
             )
             segment = background.ask(("rate", rate), COMMAND_TIMEOUT_S)
-            after = _counters(ingest, detection)
+            after = chain.counters()
             results[load.name] = _load_result(
                 load,
                 measured=measured,
@@ -970,6 +1036,7 @@ def run(
         "loads": results,
         "met": all(bool(r["met"]) for r in results.values() if isinstance(r, dict)),
         "samples_per_load": samples,
+        "layout": Layout(layout).value,
         "probes": probe_ids,
         "probe_alarms": [zone_alarm_id(d.zone, "suspected_leak") for d in probe_detectors],
         "probe_period_s": probe_period_s,
@@ -984,6 +1051,10 @@ def run(
             "batch_linger_s": settings.ingest.batch_linger_s,
             "batch_max_messages": settings.ingest.batch_max_messages,
             "queue_capacity_messages": settings.ingest.queue_capacity_messages,
+        },
+        "detection_settings": {
+            "max_batch_records": settings.detection.max_batch_records,
+            "max_busy_fraction": settings.detection.max_busy_fraction,
         },
         "lel_basis": settings.lel_basis.value,
         "method": METHOD,
@@ -1006,8 +1077,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--probes", type=int, default=DEFAULT_PROBES)
     parser.add_argument("--probe-period-s", type=float, default=DEFAULT_PROBE_PERIOD_S)
+    parser.add_argument(
+        "--layout", choices=[layout.value for layout in Layout], default=Layout.PROCESSES.value
+    )
+    parser.add_argument("--loads", nargs="+", choices=[load.name for load in LOADS], default=None)
     args = parser.parse_args(argv)
-    result = run(args.samples, probes=args.probes, probe_period_s=args.probe_period_s)
+    loads = LOADS if args.loads is None else tuple(x for x in LOADS if x.name in args.loads)
+    result = run(
+        args.samples,
+        loads=loads,
+        probes=args.probes,
+        probe_period_s=args.probe_period_s,
+        layout=args.layout,
+    )
     print(json.dumps(result, indent=2))
     return 0
 

@@ -4,8 +4,12 @@ Subcommands:
 
 * ``demo`` - embedded broker, simulated devices, ingestion, SQLite, live status;
 * ``broker-config`` - Mosquitto config, password file and ACL generated from the site model;
-* ``ingest`` - the ingest service against the configured broker and store (production);
+* ``ingest`` - the storing ingest service and the detection process (``--role``) against the
+  configured broker and store (production; ``pipesentinel.ingest.workers``);
 * ``devices`` - the simulated devices of a scenario against the configured broker (testing);
+* ``replay`` - a recording through the live pipeline's stages, with a report;
+* ``simulate`` - a scenario end to end on a simulated clock (detection and emergency response),
+  or a what-if leak; writes report.json, zones.geojson, alert.cap.xml and map.png;
 * ``check-site`` - load and validate a site and its scenarios.
 
 Settings come from ``PIPESENTINEL_*`` variables and ``pipesentinel.toml``
@@ -15,6 +19,8 @@ Settings come from ``PIPESENTINEL_*`` variables and ``pipesentinel.toml``
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import logging
 import math
 import signal
@@ -34,25 +40,30 @@ from pipesentinel.demo import (
     resolve_scenario,
     run_demo,
 )
+from pipesentinel.detection.stability import StabilityClass
 from pipesentinel.hardware.fleet import DeviceFleet, ScenarioClock, run_scenario
 from pipesentinel.hardware.scenario import ScenarioError, load_scenario, scenario_paths
 from pipesentinel.hardware.validation import main as validation_main
 from pipesentinel.hardware.world import SiteSimulation
-from pipesentinel.ingest.detection_service import DetectionService
 from pipesentinel.ingest.mosquitto_auth import (
     BrokerConfig,
     MqttUser,
     write_auth_files,
     write_mosquitto_conf,
 )
-from pipesentinel.ingest.notifications import Notifier
 from pipesentinel.ingest.replay import REPORT_NAME, ReplayError, replay, summary_lines
-from pipesentinel.ingest.service import IngestService
-from pipesentinel.ingest.storage.factory import open_frame_store, open_telemetry_store
+from pipesentinel.ingest.simulate import SimulationError, simulate_scenario, simulate_what_if
+from pipesentinel.ingest.simulate import summary_lines as simulation_summary_lines
+from pipesentinel.ingest.workers import Role, ServiceProcess, run_role
+from pipesentinel.plans.cap import CapError, CapStatus
+from pipesentinel.plans.library import PlanValidationError, Severity
+from pipesentinel.plans.response import LeakEstimate, ResponseContext, respond
 from pipesentinel.settings import Settings
+from pipesentinel.site import Gas
 from pipesentinel.site_loader import SiteValidationError, load_site
 
 EXIT_OK = 0
+INGEST_ROLE_BOTH = "both"
 EXIT_BAD_INPUT = 2
 
 
@@ -140,32 +151,19 @@ def _wait_for_signal() -> None:
 def _ingest(args: argparse.Namespace) -> int:
     settings = _settings(args)
     site = load_site(settings.site_dir)
-    store = open_telemetry_store(settings.storage)
-    try:
-        with (
-            Notifier(
-                settings=settings.notifications, site_id=site.id, broker=settings.broker
-            ) as notifier,
-            DetectionService(settings=settings, site=site, notifier=notifier) as detection,
-            IngestService(
-                settings=settings,
-                sites=site,
-                store=store,
-                frame_store=open_frame_store(settings.storage),
-            ) as service,
-        ):
-            service.subscribe(detection.submit)
-            print(
-                f"ingesting and detecting site {site.id} from {settings.broker.url}; Ctrl-C stops"
-            )
-            _wait_for_signal()
-            stats = service.stats()
-    finally:
-        store.close()
-    print(
-        f"stopped: {stats.accepted} accepted, {stats.rejected} rejected, "
-        f"{stats.records_written} stored"
-    )
+    roles = [Role(args.role)] if args.role != INGEST_ROLE_BOTH else [Role.DETECTION, Role.STORAGE]
+    with contextlib.ExitStack() as stack:
+        # Every role but the last in a child process of its own; the last one in this process.
+        for role in roles[:-1]:
+            stack.enter_context(ServiceProcess(role, settings=settings, site=site))
+        counters = stack.enter_context(run_role(roles[-1], settings=settings, site=site))
+        print(
+            f"{' and '.join(role.value for role in roles)} of site {site.id} from "
+            f"{settings.broker.url}; Ctrl-C stops"
+        )
+        _wait_for_signal()
+        final = counters()
+    print("stopped: " + ", ".join(f"{name} {count}" for name, count in final.items()))
     return EXIT_OK
 
 
@@ -228,8 +226,124 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    site = load_site(settings.site_dir)
+    context = ResponseContext.for_site(site, settings.site_dir, cap_status=CapStatus.EXERCISE)
+    out = Path(args.out)
+    if args.what_if:
+        if args.scenario is not None:
+            raise ValueError("give a scenario or --what-if, not both")
+        missing = [
+            name
+            for name in ("rate", "wind_speed", "wind_from", "stability")
+            if getattr(args, name) is None
+        ]
+        if missing or (args.pipeline is None) == (args.position is None):
+            raise ValueError(
+                "a what-if needs --rate, --wind-speed, --wind-from, --stability and either "
+                "--pipeline with --chainage or --position E,N"
+                + (
+                    f" (missing: {', '.join('--' + m.replace('_', '-') for m in missing)})"
+                    if missing
+                    else ""
+                )
+            )
+        position = None
+        if args.position is not None:
+            east, north = (float(v) for v in args.position.split(","))
+            position = (east, north)
+        estimate = LeakEstimate.what_if(
+            site,
+            gas=Gas(args.gas),
+            rate_kg_per_s=args.rate,
+            wind_speed_m_per_s=args.wind_speed,
+            wind_from_deg=args.wind_from,
+            stability_class=StabilityClass[args.stability.upper()],
+            lel_basis=settings.lel_basis,
+            pipeline_id=args.pipeline,
+            chainage_m=args.chainage,
+            position_m=position,
+            sigma_theta_deg=args.sigma_theta,
+            rate_factor=args.rate_factor,
+        )
+        when = args.time or datetime.datetime.now(tz=context.time_zone).isoformat()
+        moment = datetime.datetime.fromisoformat(when)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=context.time_zone)
+        response = respond(
+            context,
+            incident_id="WHATIF",
+            incident_version=1,
+            time_s=moment.timestamp(),
+            severity=Severity(args.severity),
+            estimate=estimate,
+            underground_zone_ids=tuple(args.underground_zone or ()),
+        )
+        report = simulate_what_if(response, out_dir=out, context=context)
+    else:
+        if args.scenario is None:
+            raise ValueError("give a scenario (name or .toml path) or --what-if")
+        scenario = load_scenario(resolve_scenario(settings.site_dir, args.scenario), site)
+        settings = settings.model_copy(
+            update={
+                "detection": settings.detection.model_copy(
+                    update={"camera_analytics": args.frames, "expect_frames": args.frames}
+                )
+            }
+        )
+        report = simulate_scenario(
+            scenario,
+            out_dir=out,
+            settings=settings,
+            site=site,
+            context=context,
+            frames=args.frames,
+            until_s=args.duration,
+        )
+    for line in simulation_summary_lines(report):
+        print(line)
+    print(f"outputs in {out}: {', '.join(report['outputs'])}")
+    return EXIT_OK
+
+
 def _validate_localisation(args: argparse.Namespace) -> int:
     return validation_main(args.arguments)
+
+
+def _add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    simulate = commands.add_parser(
+        "simulate",
+        help="a scenario end to end on a simulated clock, or a what-if leak (docs/simulate.md)",
+    )
+    simulate.add_argument("scenario", nargs="?", help="scenario name or .toml path")
+    simulate.add_argument("--out", required=True, help="directory for report.json, zones, alert")
+    simulate.add_argument("--site", help="site directory")
+    simulate.add_argument("--duration", type=float, help="stop at this scenario time [s]")
+    simulate.add_argument(
+        "--frames", action="store_true", help="render camera frames (slower; thermal analytics)"
+    )
+    simulate.add_argument("--what-if", action="store_true", help="a hypothetical leak, no devices")
+    simulate.add_argument("--pipeline", help="what-if: pipeline id")
+    simulate.add_argument("--chainage", type=float, help="what-if: chainage on it [m]")
+    simulate.add_argument("--position", help="what-if: E,N in site metres instead of a pipeline")
+    simulate.add_argument("--gas", default=Gas.METHANE.value, choices=[g.value for g in Gas])
+    simulate.add_argument("--rate", type=float, help="what-if: release rate of the gas [kg/s]")
+    simulate.add_argument(
+        "--rate-factor", type=float, default=1.0, help="what-if: rate range x/÷ this factor"
+    )
+    simulate.add_argument("--wind-speed", type=float, help="what-if: wind speed at 10 m [m/s]")
+    simulate.add_argument("--wind-from", type=float, help="what-if: direction it blows from [deg]")
+    simulate.add_argument("--stability", help="what-if: Pasquill-Gifford class A-F")
+    simulate.add_argument("--sigma-theta", type=float, help="what-if: wind direction sd [deg]")
+    simulate.add_argument(
+        "--severity", default=Severity.CONFIRMED.value, choices=[s.value for s in Severity]
+    )
+    simulate.add_argument(
+        "--underground-zone", action="append", help="what-if: underground zone reading gas"
+    )
+    simulate.add_argument("--time", help="what-if: local time, ISO 8601 (default: now)")
+    simulate.set_defaults(handler=_simulate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
         "ingest", help="run ingestion, detection and notifications (external broker)"
     )
     ingest.add_argument("--site", help="site directory")
+    ingest.add_argument(
+        "--role",
+        choices=[INGEST_ROLE_BOTH, *(role.value for role in Role)],
+        default=INGEST_ROLE_BOTH,
+        help="both (default): storage here and detection in a child process; or one of them "
+        "alone (e.g. one systemd unit each)",
+    )
     ingest.set_defaults(handler=_ingest)
 
     devices = commands.add_parser("devices", help="simulated devices against an external broker")
@@ -279,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-frames", action="store_true", help="the recording has no camera frames"
     )
     replayer.set_defaults(handler=_replay)
+
+    _add_simulate_parser(commands)
 
     validate = commands.add_parser(
         "validate-localisation",
@@ -308,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         ValueError,
         FileNotFoundError,
         ReplayError,
+        SimulationError,
+        PlanValidationError,
+        CapError,
+        KeyError,
     ) as error:
         print(f"pipesentinel {args.command}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -120,6 +120,17 @@ class DetectionSettings(_Section):
     # Silence beyond 2 x the device's period plus this margin is OFFLINE (docs/health.md); an
     # accelerated clock (the demo) widens it by its speed-up, as network jitter is in wall time.
     offline_margin_s: float = Field(default=0.5, ge=0)
+    # The detection process's own MQTT session (its feed, pipesentinel.ingest.workers): a client
+    # id of its own, so the broker fans every device message out to it and to the storing ingest.
+    mqtt_client_id: str = Field(default="pipesentinel-detection", min_length=1)
+    # Most records given to the engine at once when submitted batches queue up (design choice:
+    # about one second of issue 3's 100x load, so an operator action waits one such step).
+    max_batch_records: int = Field(default=4000, ge=1)
+    # Adaptive batching: under load the engine rests after each step so that it is busy at most
+    # this fraction of the time; its cost is mostly per call (3-4 ms, measured with 20 records a
+    # call: 4.7k records per CPU second; 500 a call: 18k), so under load the rest makes the
+    # steps larger and cheaper and leaves the GIL to the feed. 1: never rest (design choice).
+    max_busy_fraction: float = Field(default=0.5, gt=0, le=1)
 
 
 class Settings(BaseSettings):

@@ -36,6 +36,10 @@ Data flow (two named threads, one bounded queue)::
   and ``reconnect_max_delay_s``; the service's own retained status, ``online`` / ``offline`` on
   ``pipesentinel/service/{client_id}/status``, with ``offline`` as its last will.
 
+* **Feeds.** With ``store=None`` the same service is the detection process's own subscription
+  (:mod:`pipesentinel.ingest.workers`): Mosquitto fans every message out to the storing service
+  and to the feed, so detection never waits for storage and the two run on their own cores.
+
 The service is a context manager owned by the application's lifespan::
 
     with IngestService(settings=settings, sites=site, store=store, frame_store=frames) as ingest:
@@ -375,6 +379,21 @@ def _refusal(item: _Item, error: Exception, what: str) -> Rejection:
     )
 
 
+def _checked_filters(
+    topic_filters: Sequence[str] | None,
+    store: TelemetryStore | None,
+    frame_store: FrameStore | None,
+    dead_letters: DeadLetterStore | None,
+) -> tuple[str, ...] | None:
+    """The topic filters as a tuple; ``ValueError`` for an empty one or a feed given stores."""
+    filters = tuple(topic_filters) if topic_filters is not None else None
+    if filters is not None and (not filters or not all(filters)):
+        raise ValueError(f"topic_filters must be non-empty topic filters, got {filters!r}")
+    if store is None and (frame_store is not None or dead_letters is not None):
+        raise ValueError("a feed (store=None) stores nothing: no frame_store or dead_letters")
+    return filters
+
+
 def _checked_broker_address(broker: BrokerSettings) -> BrokerAddress:
     """The broker address, after checking the broker settings make sense together."""
     address = BrokerAddress.parse(broker.url)
@@ -486,7 +505,12 @@ class IngestService:
     sites
         The configured site, or sites keyed by id.
     store
-        Where readings go; the caller owns it (the service does not close it).
+        Where readings go; the caller owns it (the service does not close it). ``None``: a
+        *feed* (the detection process's subscription, :mod:`pipesentinel.ingest.workers`):
+        records are not stored but handed to the subscribers at once, rejections and overflows
+        are counted and logged but not dead-lettered (the storing ingest service, on its own
+        subscription, keeps them), and nothing is recorded; a message is acknowledged once the
+        subscribers have taken its batch.
     frame_store
         Where camera images go; ``None``: only their metadata is stored (in ``store``).
     dead_letters
@@ -511,7 +535,7 @@ class IngestService:
         *,
         settings: Settings,
         sites: Site | Mapping[str, Site],
-        store: TelemetryStore,
+        store: TelemetryStore | None,
         frame_store: FrameStore | None = None,
         dead_letters: DeadLetterStore | None = None,
         topic_filters: Sequence[str] | None = None,
@@ -521,9 +545,7 @@ class IngestService:
         queue_full_wait_s: float = QUEUE_FULL_WAIT_S,
     ) -> None:
         self._address = _checked_broker_address(settings.broker)
-        filters = tuple(topic_filters) if topic_filters is not None else None
-        if filters is not None and (not filters or not all(filters)):
-            raise ValueError(f"topic_filters must be non-empty topic filters, got {filters!r}")
+        filters = _checked_filters(topic_filters, store, frame_store, dead_letters)
         self._settings = settings
         self._sites = sites
         self._store = store
@@ -558,7 +580,9 @@ class IngestService:
         # (under _outstanding_changed), so the network thread takes no lock per message.
         self._taken = self._overflowed = self._finished = 0
         self._outstanding_changed = threading.Condition()
-        self._recorder = _Recorder(settings.ingest.record_path, self._counters)
+        self._recorder = _Recorder(
+            settings.ingest.record_path if store is not None else None, self._counters
+        )
         self._connected = threading.Event()
         self._socket_closed = threading.Event()
         self._closing = threading.Event()  # no new messages are taken
@@ -597,6 +621,11 @@ class IngestService:
         return service_status_topic(self.client_id)
 
     @property
+    def stores(self) -> bool:
+        """Whether this service stores what it receives (``False``: a feed, ``store=None``)."""
+        return self._store is not None
+
+    @property
     def dead_letters(self) -> DeadLetterStore:
         """The dead-letter store (after :meth:`start`)."""
         if self._dead_letters is None:
@@ -612,12 +641,12 @@ class IngestService:
         if self._started:
             raise RuntimeError("an IngestService starts once; create a new one to restart")
         self._started = True
-        if self._dead_letters is None:
+        if self._dead_letters is None and self._store is not None:
             self._dead_letters = DeadLetterStore(self._settings.ingest.dead_letter_path)
         try:
             self._recorder.open()
         except OSError:
-            if self._owns_dead_letters:
+            if self._owns_dead_letters and self._dead_letters is not None:
                 self._dead_letters.close()
             raise
         self._writer_thread.start()
@@ -1098,6 +1127,12 @@ class IngestService:
         self._counters.queue_overflow()
         self._counters.rejected(RejectReason.QUEUE_OVERFLOW)
         self._rejection_log.record(overflow)
+        if self._dead_letters is None:
+            # A feed: the storing ingest service keeps the message; counted and logged here.
+            logger.warning("feed %r: %s (topic %r)", self.client_id, overflow.detail, item.topic)
+            if item.qos:
+                self._completed.append(item)
+            return
         try:
             self.dead_letters.add([overflow])
         except StorageError as error:
@@ -1139,11 +1174,14 @@ class IngestService:
                     self._outstanding_changed.notify_all()
                 continue
             self._counters.written(records=len(batch.records), rejections=len(batch.rejections))
+            if self._store is None:  # a feed: acknowledged once the subscribers have the batch
+                self._notify(_records(batch.records))
             self._completed.extend(item for item in items if item.qos)
             with self._outstanding_changed:
                 self._finished += len(items)
                 self._outstanding_changed.notify_all()
-            self._notify(_records(batch.records))
+            if self._store is not None:
+                self._notify(_records(batch.records))
 
     def _prepare(self, items: list[_Item]) -> _Batch:
         batch = _Batch(items=items)
@@ -1201,6 +1239,8 @@ class IngestService:
             except (ValueError, TypeError) as error:
                 self._refuse(batch, item, error, "frame store")
             batch.frames_left.pop(0)
+        if self._store is None:  # a feed: nothing to store
+            return
         if not batch.records_done:
             try:
                 self._store.write(_records(batch.records))
@@ -1213,6 +1253,7 @@ class IngestService:
 
     def _write_one_by_one(self, batch: _Batch) -> None:
         """Find the records the store refuses (a validation gap) and dead-letter them."""
+        assert self._store is not None  # noqa: S101 - only called when storing
         for item in list(batch.records):
             try:
                 self._store.write(_records([item]))

@@ -2,8 +2,8 @@
 
 No timing is asserted (benchmarks report figures; tests never assert wall-clock times): only that
 the result has its keys, that latency samples were collected at every load and that the figures
-are consistent with each other. The run waits out the engine's 30 s settling time, so this test
-takes about 45 s.
+are consistent with each other. The run waits out the engine's 30 s settling time, so each layout
+(storage and detection processes; the single-process baseline) takes about 45 s.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ TOP_LEVEL_KEYS = {
     "settle_s",
     "ramp_s",
     "ingest_settings",
+    "layout",
+    "detection_settings",
     "lel_basis",
     "method",
     "notes",
@@ -57,6 +59,7 @@ LOAD_KEYS = {
     "nominal_probe_rate_msg_per_s",
     "achieved_rate_msg_per_s",
     "ingest_accepted_rate_msg_per_s",
+    "detection_feed_rate_msg_per_s",
     "measure_s",
     "latency",
     "clear",
@@ -132,21 +135,29 @@ def test_background_readings_are_valid_quiet_readings(bench_alarm_latency: Modul
             assert abs(body["path_integral_ppm_m"] - device.level) < 5 * 5.0 + 0.1
 
 
+@pytest.mark.parametrize("layout", ["processes", "single"])
 def test_run_reports_every_key_and_collects_samples(
-    bench_alarm_latency: ModuleType, mosquitto: MosquittoProcess
+    bench_alarm_latency: ModuleType, mosquitto: MosquittoProcess, layout: str
 ) -> None:
     loads = (
         bench_alarm_latency.Load("seed", 40.0, 0.05),
         bench_alarm_latency.Load("10x", 400.0, 0.25),
     )
     result = bench_alarm_latency.run(
-        SAMPLES, loads=loads, probes=PROBES, ramp_s=0.5, max_measure_s=60.0, broker=mosquitto
+        SAMPLES,
+        loads=loads,
+        probes=PROBES,
+        ramp_s=0.5,
+        max_measure_s=60.0,
+        broker=mosquitto,
+        layout=layout,
     )
     json.dumps(result)  # serialisable as the runner writes it
     assert set(result) == TOP_LEVEL_KEYS
     assert set(result["loads"]) == {"seed", "10x"}
     assert result["probe_alarms"] == ["zone.P1-S1.suspected_leak", "zone.P1-S2.suspected_leak"]
     assert result["background_publish_failures"] == 0
+    assert result["layout"] == layout
     for figures in result["loads"].values():
         assert set(figures) == LOAD_KEYS
         for key in ("latency", "clear", "to_ingest", "ingest_to_alarm"):
@@ -159,6 +170,7 @@ def test_run_reports_every_key_and_collects_samples(
         assert figures["dropped_or_rejected"] == {
             "ingest_rejected": 0,
             "ingest_queue_overflows": 0,
+            "feed_queue_overflows": 0,
             "detection_errors": 0,
         }
         assert figures["achieved_rate_msg_per_s"] > 0

@@ -18,6 +18,7 @@ from pipesentinel.alarm_config import AlarmConfig
 from pipesentinel.hardware.testbed import MosquittoProcess
 from pipesentinel.ingest.detection_service import DetectionService
 from pipesentinel.ingest.notifications import Notifier
+from pipesentinel.ingest.records import DeviceStatus, GasReading
 from pipesentinel.ingest.service import IngestService
 from pipesentinel.ingest.storage.sqlite import SQLiteStore
 from pipesentinel.ingest.topics import TOPIC_ROOT
@@ -165,3 +166,59 @@ def test_gas_on_one_detector_raises_a_suspected_leak_on_mqtt_and_an_ack_is_publi
     finally:
         late.close()
     assert detection.stats().errors == 0
+
+
+# --- batches that queue up are run together -------------------------------------------------------
+
+
+def _quiet_gas_batches(site: Site, batches: int, per_batch: int) -> list[list[GasReading]]:
+    """``batches`` batches of ``per_batch`` quiet readings each, distinct devices and times."""
+    detectors = [detector.id for detector in site.gas_detectors][:per_batch]
+    start_s = time.time() - 60.0
+    return [
+        [
+            GasReading(
+                site_id=site.id,
+                device_id=device_id,
+                time_s=start_s + batch,
+                seq=batch + 1,
+                methane_mole_fraction=2e-6,  # 2 ppm, clean air
+                propane_mole_fraction=0.0,
+                status=DeviceStatus.OK,
+                fault_code=None,
+                received_time_s=start_s + batch,
+            )
+            for device_id in detectors
+        ]
+        for batch in range(batches)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("max_batch_records", "expected_engine_batches"),
+    [(4000, 1), (5, 2), (1, 4)],  # 4 batches of 3: all in one; 3 + 3 >= 5 twice; one by one
+)
+def test_batches_queued_while_detection_is_busy_run_together_up_to_the_limit(
+    tmp_path: Path, site: Site, max_batch_records: int, expected_engine_batches: int
+) -> None:
+    settings = Settings(
+        site_dir=SITE_DIR,
+        alarms={
+            "journal_path": tmp_path / "journal.sqlite3",
+            "incidents_path": tmp_path / "incidents.sqlite3",
+        },
+        detection={"camera_analytics": False, "max_batch_records": max_batch_records},
+    )
+    batches = _quiet_gas_batches(site, batches=4, per_batch=3)
+    service = DetectionService(
+        settings=settings, site=site, alarm_config=AlarmConfig.defaults_for(site)
+    )
+    for batch in batches:  # queued before the thread starts: they all wait together
+        service.submit(batch)
+    with service:
+        pass  # stop() processes what is queued
+    stats = service.stats()
+    assert stats.errors == 0
+    assert stats.records == sum(len(batch) for batch in batches)
+    assert stats.batches == expected_engine_batches
+    assert stats.submitted_batches_merged == len(batches) - expected_engine_batches

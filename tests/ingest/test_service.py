@@ -874,3 +874,145 @@ def test_a_failing_recording_stops_and_is_reported_but_ingestion_goes_on(
         assert stats.rejected == 0
     finally:
         service.stop()
+
+
+# --- feeds (store=None): the detection process's own subscription ---------------------------------
+
+
+class BatchSink:
+    """A batch subscriber that keeps every record it is given."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, records: Sequence[Record]) -> None:
+        with self._lock:
+            self.records.extend(records)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.records)
+
+
+def start_feed(
+    broker: MosquittoProcess, tmp_path: Path, site: Site, sink: BatchSink, **ingest: Any
+) -> IngestService:
+    settings = make_settings(broker.url, tmp_path, f"feed-{site.id}", **ingest)
+    service = IngestService(
+        settings=settings, sites=site, store=None, topic_filters=(f"{TOPIC_ROOT}/{site.id}/#",)
+    )
+    service.subscribe(sink)
+    service.start()
+    assert service.wait_connected(WAIT_S), service.stats()
+    return service
+
+
+def test_a_feed_refuses_stores_and_says_it_does_not_store(tmp_path: Path, site: Site) -> None:
+    settings = make_settings("mqtt://127.0.0.1:1883", tmp_path, "feed")
+    with pytest.raises(ValueError, match="stores nothing"):
+        IngestService(
+            settings=settings,
+            sites=site,
+            store=None,
+            frame_store=FileFrameStore(tmp_path, kept_per_channel=1),
+        )
+    assert not IngestService(settings=settings, sites=site, store=None).stores
+
+
+def test_a_feed_hands_records_on_and_stores_and_dead_letters_nothing(
+    mosquitto: MosquittoProcess,
+    publisher: Publisher,
+    tmp_path: Path,
+    site: Site,
+    store: FaultySQLiteStore,
+) -> None:
+    sink = BatchSink()
+    feed = start_feed(mosquitto, tmp_path, site, sink, record_path=tmp_path / "recording.jsonl")
+    (tmp_path / "storing").mkdir()
+    storing = start_service(mosquitto, tmp_path / "storing", site, store)
+    try:
+        gas_topic = device_topic(site.id, MessageKind.GAS, GAS_ID)
+        for seq in range(10):
+            publisher.publish(gas_topic, gas_json(seq))
+        publisher.publish(gas_topic, b"{not json")
+        stats = wait_for(feed, lambda stats: stats.accepted == 10 and stats.rejected == 1)
+        assert stats.rejected_by_reason == {RejectReason.BAD_JSON: 1}
+        # A feed acknowledges only what its subscribers have: idle means handed over.
+        assert feed.wait_idle(WAIT_S)
+        assert sorted(r.seq for r in sink.records if isinstance(r, GasReading)) == list(range(10))
+        # Mosquitto fans the same messages out to the storing service, which keeps them all.
+        wait_for(storing, lambda stats: stats.records_written == 10 and stats.rejected == 1)
+        assert store.count(site_id=site.id) == 10
+        assert len(storing.dead_letters.query(reason=RejectReason.BAD_JSON)) == 1
+    finally:
+        feed.stop()
+        storing.stop()
+    assert sink.count() == 10
+    assert not (tmp_path / "dead_letter.sqlite3").exists()  # the feed's would-be dead letters
+    assert not (tmp_path / "recording.jsonl").exists()  # recording is the storing service's
+
+
+def test_readings_published_while_a_feed_is_down_reach_it_when_it_is_back(
+    mosquitto: MosquittoProcess, publisher: Publisher, tmp_path: Path, site: Site
+) -> None:
+    first_sink, second_sink = BatchSink(), BatchSink()
+    start_feed(mosquitto, tmp_path, site, first_sink).stop()
+    gas_topic = device_topic(site.id, MessageKind.GAS, GAS_ID)
+    for seq in range(20):
+        publisher.publish(gas_topic, gas_json(seq))
+    feed = start_feed(mosquitto, tmp_path, site, second_sink)
+    try:
+        stats = wait_for(feed, lambda stats: stats.accepted == 20)
+        assert stats.rejected == 0
+        assert feed.wait_idle(WAIT_S)
+    finally:
+        feed.stop()
+    assert first_sink.count() == 0
+    assert sorted(r.seq for r in second_sink.records if isinstance(r, GasReading)) == list(
+        range(20)
+    )
+
+
+def test_a_feed_counts_an_overflow_and_lets_the_message_go(
+    mosquitto: MosquittoProcess, publisher: Publisher, tmp_path: Path, site: Site
+) -> None:
+    # A subscriber that blocks the feed's writer; QoS 0 messages then overflow the small queue.
+    release = threading.Event()
+    sink = BatchSink()
+
+    def blocking(records: Sequence[Record]) -> None:
+        release.wait(WAIT_S)
+        sink(records)
+
+    settings = make_settings(
+        mosquitto.url,
+        tmp_path,
+        f"feed-{site.id}",
+        queue_capacity_messages=10,
+        batch_max_messages=4,
+    )
+    feed = IngestService(
+        settings=settings,
+        sites=site,
+        store=None,
+        topic_filters=(f"{TOPIC_ROOT}/{site.id}/#",),
+        queue_full_wait_s=0.01,
+    )
+    feed.subscribe(blocking)
+    feed.start()
+    try:
+        assert feed.wait_connected(WAIT_S)
+        gas_topic = device_topic(site.id, MessageKind.GAS, GAS_ID)
+        for seq in range(30):
+            publisher.publish(gas_topic, gas_json(seq), qos=0)
+        stats = wait_for(feed, lambda stats: stats.accepted + stats.queue_overflows == 30)
+        assert stats.queue_overflows > 0
+        assert stats.rejected_by_reason == {RejectReason.QUEUE_OVERFLOW: stats.queue_overflows}
+        release.set()
+        wait_for(feed, lambda stats: stats.unacknowledged == 0)
+    finally:
+        release.set()
+        feed.stop()
+    assert sink.count() == 30 - stats.queue_overflows
+    assert not (tmp_path / "dead_letter.sqlite3").exists()

@@ -1,0 +1,186 @@
+"""The process layout on a real Mosquitto: a storing ingest process and a detection process."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from pipesentinel.alarm_config import AlarmConfig
+from pipesentinel.hardware.testbed import MosquittoProcess
+from pipesentinel.ingest.storage.sqlite import SQLiteStore
+from pipesentinel.ingest.topics import TOPIC_ROOT
+from pipesentinel.ingest.workers import (
+    Role,
+    ServiceProcess,
+    detection_chain,
+    feed_settings,
+)
+from pipesentinel.settings import Settings
+from pipesentinel.site import Site
+from pipesentinel.site_loader import load_site
+
+SITE_DIR = Path(__file__).resolve().parents[2] / "sites" / "wanli"
+WAIT_S = 60.0  # deadline of a wait (a child process starts a fresh interpreter), never asserted
+POLL_S = 0.05
+METHANE_PPM = 15_000.0  # 34 %LEL on the IEC 60079-20-1 basis (LEL 4.4 %vol): above LOW (20 %)
+READINGS = 5  # one detector, 1.1 s apart: the 1 s on-delay is complete after the second
+
+
+def _settings(broker: MosquittoProcess, directory: Path, site_id: str) -> Settings:
+    return Settings(
+        site_dir=SITE_DIR,
+        broker={"url": broker.url, "client_id": f"ingest-{site_id}"},
+        storage={"sqlite_path": directory / "telemetry.sqlite3", "frames_dir": directory / "f"},
+        ingest={"dead_letter_path": directory / "dead_letter.sqlite3"},
+        alarms={
+            "journal_path": directory / "journal.sqlite3",
+            "incidents_path": directory / "incidents.sqlite3",
+        },
+        detection={
+            "tick_period_s": 0.2,
+            "camera_analytics": False,
+            "mqtt_client_id": f"detection-{site_id}",
+        },
+        notifications={
+            "mqtt_client_id": f"notifier-{site_id}",
+            "log_path": directory / "notifications.sqlite3",
+        },
+    )
+
+
+class AlarmWatcher:
+    """Waits for one retained alarm topic to reach a state."""
+
+    def __init__(self, broker: MosquittoProcess, topic: str) -> None:
+        self.latest: dict[str, Any] = {}
+        self.changed = threading.Condition()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+
+    def _on_message(
+        self,
+        client: mqtt.Client,  # noqa: ARG002 - paho's callback signature
+        userdata: Any,  # noqa: ARG002 - paho's callback signature
+        message: mqtt.MQTTMessage,
+    ) -> None:
+        with self.changed:
+            self.latest = json.loads(message.payload)
+            self.changed.notify_all()
+
+    def wait(self, state: str) -> dict[str, Any]:
+        with self.changed:
+            if not self.changed.wait_for(lambda: self.latest.get("state") == state, WAIT_S):
+                pytest.fail(f"the alarm never reached {state!r}; last {self.latest}")
+            return self.latest
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _wait_counters(process: ServiceProcess, name: str, value: int) -> dict[str, int]:
+    deadline = time.monotonic() + WAIT_S
+    counters = process.counters()
+    while counters[name] != value:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{process.role.value}: {name} never reached {value}; {counters}")
+        time.sleep(POLL_S)
+        counters = process.counters()
+    return counters
+
+
+def test_the_feed_has_its_own_client_id() -> None:
+    settings = Settings(broker={"client_id": "storing"}, detection={"mqtt_client_id": "detecting"})
+    assert feed_settings(settings).broker.client_id == "detecting"
+    assert feed_settings(settings).ingest == settings.ingest
+
+
+def test_storage_process_stores_and_detection_alarms_from_the_same_messages(
+    mosquitto: MosquittoProcess, tmp_path: Path, unique_site_id: str
+) -> None:
+    site: Site = dataclasses.replace(load_site(SITE_DIR), id=unique_site_id)
+    settings = _settings(mosquitto, tmp_path, site.id)
+    prefix = f"{TOPIC_ROOT}/{site.id}"
+    alarm_topic = f"{prefix}/alarms/zone.P1-S3.suspected_leak"
+    watcher = AlarmWatcher(mosquitto, alarm_topic)
+    device = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    device.connect(mosquitto.host, mosquitto.port)
+    device.loop_start()
+    try:
+        with (
+            ServiceProcess(
+                Role.STORAGE, settings=settings, site=site, topic_filters=(f"{prefix}/#",)
+            ) as storage,
+            detection_chain(
+                settings=settings,
+                site=site,
+                alarm_config=AlarmConfig.defaults_for(site),
+                topic_filters=(f"{prefix}/#",),
+            ) as chain,
+        ):
+            assert storage.alive()
+            assert chain.feed.wait_connected(WAIT_S)
+            assert chain.notifier.wait_connected(WAIT_S)
+            assert not chain.feed.stores
+            for seq in range(1, READINGS + 1):
+                body = {
+                    "ts": round(time.time() * 1000),
+                    "seq": seq,
+                    "ch4_ppm": METHANE_PPM,
+                    "c3h8_ppm": 0.0,
+                    "status": "ok",
+                }
+                device.publish(
+                    f"{prefix}/gas/GD07", json.dumps(body).encode(), qos=1
+                ).wait_for_publish(WAIT_S)
+                time.sleep(1.1)  # the 1 s on-delay needs two readings at least 1 s apart
+            alarm = watcher.wait("unack")
+            assert alarm["priority"] == "high"
+            counters = _wait_counters(storage, "records_written", READINGS)
+            assert counters["accepted"] == READINGS
+            assert counters["rejected"] == counters["queue_overflows"] == 0
+            assert chain.feed.wait_idle(WAIT_S)
+            assert chain.feed.stats().accepted == READINGS
+            assert chain.detection.stats().records == READINGS
+            assert chain.detection.stats().errors == 0
+        assert storage.final_counters is not None
+        assert storage.final_counters["unacknowledged"] == 0
+        assert not storage.alive()
+    finally:
+        device.disconnect()
+        device.loop_stop()
+        watcher.close()
+    store = SQLiteStore(settings.storage.sqlite_path)
+    try:
+        assert store.count(site_id=site.id, device_id="GD07") == READINGS
+    finally:
+        store.close()
+
+
+def test_a_role_that_cannot_start_reports_why(tmp_path: Path, unique_site_id: str) -> None:
+    site = dataclasses.replace(load_site(SITE_DIR), id=unique_site_id)
+    settings = Settings(
+        site_dir=SITE_DIR,
+        broker={"url": "mqtt://127.0.0.1:1"},  # nothing listens on port 1
+        storage={"sqlite_path": tmp_path / "telemetry.sqlite3", "frames_dir": tmp_path / "f"},
+        ingest={"dead_letter_path": tmp_path / "dead_letter.sqlite3"},
+    )
+    process = ServiceProcess(Role.STORAGE, settings=settings, site=site)
+    with pytest.raises(RuntimeError, match="storage process: TimeoutError"):
+        process.start()
+    assert not process.alive()
