@@ -52,12 +52,13 @@ from pipesentinel.ingest.mosquitto_auth import (
     write_mosquitto_conf,
 )
 from pipesentinel.ingest.replay import REPORT_NAME, ReplayError, replay, summary_lines
+from pipesentinel.ingest.response_service import response_context
 from pipesentinel.ingest.simulate import SimulationError, simulate_scenario, simulate_what_if
 from pipesentinel.ingest.simulate import summary_lines as simulation_summary_lines
 from pipesentinel.ingest.workers import Role, ServiceProcess, run_role
 from pipesentinel.plans.cap import CapError, CapStatus
 from pipesentinel.plans.library import PlanValidationError, Severity
-from pipesentinel.plans.response import LeakEstimate, ResponseContext, respond
+from pipesentinel.plans.response import LeakEstimate, respond
 from pipesentinel.settings import Settings
 from pipesentinel.site import Gas
 from pipesentinel.site_loader import SiteValidationError, load_site
@@ -83,6 +84,10 @@ def _settings(args: argparse.Namespace) -> Settings:
             "incidents_path": data / "incidents.sqlite3",
         }
         overrides["notifications"] = {"log_path": data / "notifications.sqlite3"}
+        overrides["response"] = {
+            "responses_path": data / "responses.sqlite3",
+            "plan_decisions_path": data / "plan_decisions.sqlite3",
+        }
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
@@ -229,7 +234,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     site = load_site(settings.site_dir)
-    context = ResponseContext.for_site(site, settings.site_dir, cap_status=CapStatus.EXERCISE)
+    context = response_context(settings, site, cap_status=CapStatus.EXERCISE)
     out = Path(args.out)
     if args.what_if:
         if args.scenario is not None:

@@ -41,8 +41,15 @@ from pipesentinel.ingest.records import (
     Record,
     WindReading,
 )
+from pipesentinel.ingest.response_service import (
+    ResponseService,
+    attach_response,
+    response_context,
+)
 from pipesentinel.ingest.service import IngestService, IngestStats, MqttProtocol
 from pipesentinel.ingest.storage.factory import open_frame_store, open_telemetry_store
+from pipesentinel.ingest.storage.plan_decisions import SqlitePlanDecisionLog
+from pipesentinel.ingest.storage.responses import ResponseStore
 from pipesentinel.settings import Settings
 from pipesentinel.site import Gas, Site
 from pipesentinel.site_loader import load_site
@@ -114,8 +121,9 @@ def status_view(
     store_name: str,
     until_s: float,
     detection: DetectionService | None = None,
+    responder: ResponseService | None = None,
 ) -> Group:
-    """The live terminal status: scenario, ingest counters, gas detectors, wind, lasers, alarms."""
+    """The live terminal status: scenario, ingest, detectors, wind, lasers, alarms, response."""
     header = Text.assemble(
         ("PipeSentinel demo  ", "bold"),
         f"site {site.id}  scenario {scenario.name}  t = {simulation.time_s:6.0f} s "
@@ -187,15 +195,17 @@ def status_view(
     )
     parts: list[Table | Text] = [header, detectors, others]
     if detection is not None:
-        parts += _alarm_views(detection)
+        parts += _alarm_views(detection, responder)
     return Group(*parts, footer)
 
 
 _PRIORITY_ORDER: Final = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
-def _alarm_views(detection: DetectionService) -> list[Table | Text]:
-    """The alarms that are not normal (highest priority first) and the open incidents."""
+def _alarm_views(
+    detection: DetectionService, responder: ResponseService | None = None
+) -> list[Table | Text]:
+    """Alarms not normal (highest priority first), open incidents and their response."""
     snapshots = detection.alarm_snapshots()
     shown = [s for s in snapshots if s.state.value != "normal"]
     shown.sort(key=lambda s: (_PRIORITY_ORDER[s.definition.priority.value], s.alarm_id))
@@ -216,6 +226,14 @@ def _alarm_views(detection: DetectionService) -> list[Table | Text]:
     for incident in detection.open_incidents():
         last = incident.timeline[-1][1] if incident.timeline else ""
         lines.append(f"INCIDENT {incident.id} zones {', '.join(incident.zones)}: {last}"[:160])
+        response = None if responder is None else responder.latest.get(incident.id)
+        if response is not None:
+            lines.append(
+                f"  RESPONSE v{response.incident_version} ({response.severity.value}): plan "
+                f"{response.selection.plan_id} {response.selection.title!r}; close "
+                f"{', '.join(response.isolation.valves_to_close) or 'no valve'}; evacuate "
+                f"{response.exposure.persons_to_evacuate} people"[:160]
+            )
     return [alarms, Text("\n".join(lines) or "no open incident", style="bold")]
 
 
@@ -256,7 +274,12 @@ def _play(
 
 def _demo_detection_settings(settings: Settings, speed: float) -> Settings:
     """Fresh journals and an offline margin for an accelerated clock."""
-    for path in (settings.alarms.journal_path, settings.alarms.incidents_path):
+    for path in (
+        settings.alarms.journal_path,
+        settings.alarms.incidents_path,
+        settings.response.responses_path,
+        settings.response.plan_decisions_path,
+    ):
         # A demo starts afresh: its scenario clock begins now, so yesterday's journal would be
         # in its future (the journal refuses time going back).
         for suffix in ("", "-wal", "-shm"):
@@ -273,6 +296,42 @@ def _demo_detection_settings(settings: Settings, speed: float) -> Settings:
     )
 
 
+class _DemoResponse:
+    """The emergency response of the demo, on its own stores."""
+
+    def __init__(self, settings: Settings, site: Site, notifier: Notifier) -> None:
+        self.store = ResponseStore(settings.response.responses_path)
+        self.decisions = SqlitePlanDecisionLog(settings.response.plan_decisions_path)
+        self.service = ResponseService(
+            context=response_context(settings, site),
+            store=self.store,
+            decisions=self.decisions,
+            notifier=notifier,
+        )
+
+    def start(self, detection: DetectionService) -> None:
+        self.service.start()
+        attach_response(detection, self.service)
+
+    def stop(self) -> None:
+        self.service.stop()
+        self.store.close()
+        self.decisions.close()
+
+
+def _demo_broker(
+    settings: Settings,
+) -> tuple[Settings, EmbeddedBroker | None, MqttProtocol]:
+    """The configured broker, or an embedded one (started) when none is configured."""
+    if settings.broker.url is not None:
+        return settings, None, MqttProtocol.V5
+    broker = EmbeddedBroker().start()
+    settings = settings.model_copy(
+        update={"broker": settings.broker.model_copy(update={"url": broker.url})}
+    )
+    return settings, broker, MqttProtocol.V311  # amqtt speaks MQTT 3.1.1
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -286,15 +345,7 @@ def run_demo(
     console = console or Console()
     site = load_site(settings.site_dir)
     scenario = load_scenario(resolve_scenario(settings.site_dir, scenario_name), site)
-    broker: EmbeddedBroker | None = None
-    if settings.broker.url is None:
-        broker = EmbeddedBroker().start()
-        settings = settings.model_copy(
-            update={"broker": settings.broker.model_copy(update={"url": broker.url})}
-        )
-        protocol = MqttProtocol.V311  # amqtt speaks MQTT 3.1.1
-    else:
-        protocol = MqttProtocol.V5
+    settings, broker, protocol = _demo_broker(settings)
     broker_url = settings.broker.url or ""
     for path in (settings.storage.sqlite_path, settings.ingest.dead_letter_path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,6 +372,7 @@ def run_demo(
     )
     detection = DetectionService(settings=settings, site=site, notifier=notifier, clock=clock.now)
     service.subscribe(detection.submit)
+    response = _DemoResponse(settings, site, notifier)
     fleet = DeviceFleet(
         site,
         broker_url=broker_url,
@@ -345,12 +397,14 @@ def run_demo(
             store_name=store_name,
             until_s=duration_s,
             detection=detection,
+            responder=response.service,
         )
 
     final_view: Group | str = ""
     try:
         notifier.start()
         detection.start()
+        response.start(detection)
         service.start()
         if not service.wait_connected(30.0):
             raise RuntimeError(f"the ingest service could not connect to {broker_url}")
@@ -362,6 +416,7 @@ def run_demo(
         service.wait_idle(10.0)
         service.stop()
         detection.stop()
+        response.stop()
         notifier.stop()
         stats = service.stats()
         store.close()

@@ -133,6 +133,23 @@ class DetectionSettings(_Section):
     max_busy_fraction: float = Field(default=0.5, gt=0, le=1)
 
 
+class ResponseSettings(_Section):
+    """The emergency response to incidents (plans/, docs/response.md)."""
+
+    enabled: bool = True  # answer incident updates (valves, zones, people, plan, public alert)
+    responses_path: Path = Path("var/responses.sqlite3")
+    plan_decisions_path: Path = Path("var/plan_decisions.sqlite3")
+    # Escalation policy (site policy, not physics; docs/response.md): a confirmed incident is
+    # major at this median gas release, or with this many detection zones reading gas at once.
+    major_rate_kg_per_s: float = Field(default=3.0, gt=0)
+    major_active_zones: int = Field(default=3, ge=1)
+    # The CAP <sender> (no spaces, commas, < or &) and <senderName>; None: derived from the site.
+    cap_sender_id: str | None = Field(default=None, pattern=r"^[^\s,<&]+$")
+    cap_sender_name: str | None = None
+    # CAP <status>: Actual alerts only in production unless set (an exercise says so).
+    cap_status: Literal["Actual", "Exercise", "Test"] | None = None
+
+
 class Settings(BaseSettings):
     """All PipeSentinel settings."""
 
@@ -153,6 +170,7 @@ class Settings(BaseSettings):
     alarms: AlarmSettings = AlarmSettings()
     detection: DetectionSettings = DetectionSettings()
     notifications: NotificationSettings = NotificationSettings()
+    response: ResponseSettings = ResponseSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -20,21 +20,41 @@ A response that fails (a bug, a bad plan library) is logged, counted and kept wi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from pipesentinel.detection.engine import EngineOutput
 from pipesentinel.detection.incidents import Incident
+from pipesentinel.ingest.detection_service import DetectionService
 from pipesentinel.ingest.notifications import Notifier
 from pipesentinel.ingest.storage.plan_decisions import SqlitePlanDecisionLog
 from pipesentinel.ingest.storage.responses import ResponseStore
-from pipesentinel.plans.cap import reference_of
-from pipesentinel.plans.response import EmergencyResponse, ResponseContext, respond_to_incident
+from pipesentinel.plans.cap import CapSender, CapStatus, reference_of
+from pipesentinel.plans.response import (
+    EmergencyResponse,
+    ResponseContext,
+    ResponsePolicy,
+    respond_to_incident,
+)
+from pipesentinel.settings import Environment, Settings
+from pipesentinel.site import Site
 
-__all__ = ["RESPONSE_ACTOR", "ResponseFailure", "ResponseService", "ResponseStats"]
+__all__ = [
+    "RESPONSE_ACTOR",
+    "ResponseFailure",
+    "ResponseService",
+    "ResponseStats",
+    "attach_response",
+    "response_context",
+    "response_service",
+]
 
 _LOG = logging.getLogger(__name__)
 RESPONSE_ACTOR: Final = "pipesentinel"
@@ -248,3 +268,70 @@ class ResponseService:
             self.stats.plan_changes += 1
             if self.notifier is not None:
                 self.notifier.notify_plan(event)
+
+
+def response_context(
+    settings: Settings, site: Site, *, cap_status: CapStatus | None = None
+) -> ResponseContext:
+    """The site's response context from the settings (``settings.response``).
+
+    The CAP status is ``cap_status`` if given, else ``settings.response.cap_status``, else
+    ``Actual`` in production and ``Exercise`` otherwise (a development system never sends a real
+    public alert by default).
+    """
+    options = settings.response
+    status = cap_status or (
+        CapStatus(options.cap_status)
+        if options.cap_status is not None
+        else (
+            CapStatus.ACTUAL
+            if settings.environment is Environment.PRODUCTION
+            else CapStatus.EXERCISE
+        )
+    )
+    sender = None
+    if options.cap_sender_id is not None or options.cap_sender_name is not None:
+        sender = CapSender(
+            sender_id=options.cap_sender_id or f"pipesentinel@{site.id}.invalid",
+            name=options.cap_sender_name or f"{site.name} pipeline safety duty office",
+        )
+    return ResponseContext.for_site(
+        site,
+        Path(settings.site_dir),
+        sender=sender,
+        policy=ResponsePolicy(
+            major_rate_kg_per_s=options.major_rate_kg_per_s,
+            major_active_zones=options.major_active_zones,
+        ),
+        cap_status=status,
+    )
+
+
+@contextlib.contextmanager
+def response_service(
+    *, settings: Settings, site: Site, notifier: Notifier | None
+) -> Iterator[ResponseService]:
+    """Open the response and plan-decision stores and run a :class:`ResponseService`."""
+    context = response_context(settings, site)
+    with (
+        ResponseStore(Path(settings.response.responses_path)) as store,
+        SqlitePlanDecisionLog(Path(settings.response.plan_decisions_path)) as decisions,
+        ResponseService(
+            context=context, store=store, decisions=decisions, notifier=notifier
+        ) as service,
+    ):
+        yield service
+
+
+def attach_response(detection: DetectionService, service: ResponseService) -> None:
+    """Give every new incident version of ``detection`` to ``service``, and the open ones now.
+
+    The open incidents are offered at once so that, after a restart, an incident whose latest
+    version was not answered yet is answered (one already answered is not answered again).
+    """
+
+    def on_output(output: EngineOutput) -> None:
+        service.offer(list(output.incidents))
+
+    detection.add_listener(on_output)
+    service.offer(detection.open_incidents())

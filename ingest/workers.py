@@ -43,6 +43,11 @@ from typing import Any, Final, Self
 from pipesentinel.alarm_config import AlarmConfig
 from pipesentinel.ingest.detection_service import DetectionService
 from pipesentinel.ingest.notifications import Notifier
+from pipesentinel.ingest.response_service import (
+    ResponseService,
+    attach_response,
+    response_service,
+)
 from pipesentinel.ingest.service import IngestService, MqttProtocol
 from pipesentinel.ingest.storage.factory import open_frame_store, open_telemetry_store
 from pipesentinel.settings import Settings
@@ -70,11 +75,15 @@ def feed_settings(settings: Settings) -> Settings:
 
 @dataclass(frozen=True)
 class DetectionChain:
-    """The running detection chain: its feed, the detection service and the notifier."""
+    """The running detection chain: feed, detection service, notifier and emergency response.
+
+    ``response`` is None when ``settings.response.enabled`` is off.
+    """
 
     feed: IngestService
     detection: DetectionService
     notifier: Notifier
+    response: ResponseService | None = None
 
 
 @contextlib.contextmanager
@@ -87,10 +96,11 @@ def detection_chain(
     protocol: MqttProtocol | str = MqttProtocol.AUTO,
     clock: Callable[[], float] = time.time,
 ) -> Iterator[DetectionChain]:
-    """Run notifier, detection service and their feed (client ``detection.mqtt_client_id``).
+    """Run notifier, response, detection service and their feed (``detection.mqtt_client_id``).
 
     Stopped in reverse order: the feed first (it hands over what it took), then detection
-    (it processes what is queued), then the notifier (it sends what is pending).
+    (it processes what is queued), then the response service (it answers what is queued), then
+    the notifier (it sends what is pending).
     """
     with (
         Notifier(
@@ -100,6 +110,11 @@ def detection_chain(
             protocol=protocol,
             clock=clock,
         ) as notifier,
+        (
+            response_service(settings=settings, site=site, notifier=notifier)
+            if settings.response.enabled
+            else contextlib.nullcontext()
+        ) as responder,
         DetectionService(
             settings=settings, site=site, notifier=notifier, alarm_config=alarm_config, clock=clock
         ) as detection,
@@ -112,8 +127,10 @@ def detection_chain(
             clock=clock,
         ) as feed,
     ):
+        if responder is not None:
+            attach_response(detection, responder)
         feed.subscribe(detection.submit)
-        yield DetectionChain(feed=feed, detection=detection, notifier=notifier)
+        yield DetectionChain(feed=feed, detection=detection, notifier=notifier, response=responder)
 
 
 @contextlib.contextmanager
