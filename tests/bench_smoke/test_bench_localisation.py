@@ -21,6 +21,9 @@ KEYS = {
     "cold_ms",
     "warm_ms",
     "footprint_ms",
+    "point_footprint_ms",
+    "point_footprint_five_nodes_ms",
+    "point_footprint_speedup",
     "goal_ms",
     "cold_met",
     "warm_met",
@@ -51,7 +54,7 @@ def test_localisation_benchmark_tiny_run(monkeypatch: pytest.MonkeyPatch) -> Non
     assert result["observations"] == 38
     assert result["observations_by_kind"] == {"point": 20, "underground": 10, "laser": 8}
     assert result["naive_subset_candidates"] == 3
-    for key in ("cold_ms", "warm_ms", "footprint_ms", "ratio"):
+    for key in ("cold_ms", "warm_ms", "footprint_ms", "point_footprint_ms", "ratio"):
         assert math.isfinite(result[key])
         assert result[key] > 0.0
     # The benchmark's synthetic leak is found where it was put (noise-free geometry, noisy data).

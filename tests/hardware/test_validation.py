@@ -14,9 +14,11 @@ from pipesentinel.hardware.validation import (
     Case,
     draw_cases,
     estimate_variants,
+    incident_check,
     main,
     simulate,
     summarise,
+    summarise_populations,
 )
 from pipesentinel.site import Site
 from pipesentinel.site_loader import load_site
@@ -24,13 +26,12 @@ from pipesentinel.site_loader import load_site
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUMMARY_KEYS = {
     "runs",
-    "detectable",
-    "not_detectable",
     "segment_correct_fraction",
     "median_position_error_m",
     "p90_position_error_m",
     "rate_within_factor_2_fraction",
     "median_rate_ratio",
+    "median_true_pipeline_probability",
     "truth_in_90_credible_region_fraction",
     "truth_in_90_rate_interval_fraction",
     "median_credible_length_m",
@@ -54,7 +55,7 @@ def test_cases_are_reproducible_and_in_range(site: Site) -> None:
         assert case.stability_class in {"B", "C", "D", "E", "F"}
 
 
-def test_easy_leak_next_to_a_detector_is_found(site: Site) -> None:
+def test_easy_leak_next_to_a_detector_is_found(site: Site, tmp_path: Path) -> None:
     """The reference scenario's geometry: P1 at 2236 m, 16 m from GD07, wind from 80 deg."""
     case = Case(
         index=0,
@@ -67,7 +68,10 @@ def test_easy_leak_next_to_a_detector_is_found(site: Site) -> None:
         seed=7,
     )
     localiser = Localiser(pipeline_candidates(site), lel_basis=DEFAULT_LEL_BASIS)
-    scored = estimate_variants(site, case, simulate(site, case), localiser)
+    records = simulate(site, case, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("case-*.pickle"))) == 1
+    assert simulate(site, case, cache_dir=tmp_path) == records  # read back from the cache
+    scored = estimate_variants(site, case, records, localiser)
     assert set(scored) == {"estimated", "true_class", "one_station_dead"}  # D: no wrong class
     estimated = scored["estimated"]
     assert estimated["detectable"] is True
@@ -77,9 +81,19 @@ def test_easy_leak_next_to_a_detector_is_found(site: Site) -> None:
     assert estimated["position_error_m"] < 30.0
     assert isinstance(estimated["rate_ratio"], float)
     assert 0.5 <= estimated["rate_ratio"] <= 2.0
+    assert estimated["seen_by"] == "point"
     summary = summarise([estimated])
     assert set(summary) == SUMMARY_KEYS
     assert summary["segment_correct_fraction"] == 1.0
+    # 16 m from GD07 at 1 kg/s: the engine raises GD07's LOW alarm and opens an incident.
+    check = incident_check(site, records, site_dir=REPO_ROOT / "sites" / "wanli")
+    assert check.opened
+    assert check.first_opened_s is not None
+    assert 0.0 < check.first_opened_s < 600.0  # before the estimate
+    assert "gas.low" in check.evidence_kinds
+    populations = summarise_populations([{**estimated, "incident": check.opened}])
+    assert populations["incident_runs"] == populations["above_floor_runs"] == 1
+    assert populations["undetected_runs"] == 0
 
 
 def test_tiny_run_writes_a_complete_report(tmp_path: Path) -> None:
@@ -91,11 +105,17 @@ def test_tiny_run_writes_a_complete_report(tmp_path: Path) -> None:
     assert set(report["summary"]) == set(VARIANTS)
     estimated = report["summary"]["estimated"]
     assert estimated["runs"] == 2
-    assert estimated["detectable"] + estimated["not_detectable"] == 2
-    if estimated["detectable"]:
-        assert set(estimated) == SUMMARY_KEYS
+    assert (
+        estimated["above_floor_runs"] + estimated["undetected_runs"]
+        >= 2 - (estimated["incident_runs"])
+    )
+    for population in ("incident", "above_floor"):
+        if estimated[f"{population}_runs"]:
+            assert set(estimated[population]) == SUMMARY_KEYS
+        else:
+            assert estimated[population] == {"runs": 0}
     for run in report["per_run"]:
-        assert {"case", "variants"} <= set(run)
+        assert {"case", "incident", "variants"} <= set(run)
         assert run["variants"]["estimated"]["true_segment"].startswith(run["case"]["pipeline_id"])
 
 
