@@ -29,11 +29,16 @@ alarm levels are fractions of the LEL [1] on the evaluator's :class:`LelBasis`):
   least ``on_delay_s`` (since the first valid reading of the current run of the condition), and
   clears at a valid reading where it has been absent for at least ``off_delay_s``.
 
-The batch scheme: readings are laid out as a (detector, k-th reading) matrix; every sequential
-dependency (running maximum of times, the Schmitt trigger, run starts, the alarm latch) is a
-"last decisive event" along the k axis, computed with ``np.maximum.accumulate`` on indices; the
-rate-of-rise windows are strided views of (ring buffer + batch), summed sequentially along the
-window axis so that the arithmetic is that of the per-reading loop, bit for bit.
+The batch scheme: readings are laid out as a (detector, k-th reading) matrix (without a sort
+when no detector appears twice in the batch, the usual case for a batch shorter than a sample
+period); every sequential dependency (running maximum of times, the Schmitt trigger, run starts,
+the alarm latch) is a "last decisive event" along the k axis, a running maximum of packed
+(position, value) integers (a plain ``where`` when each detector has one reading). The rate of
+rise comes from running sums kept per ring slot: each window's start is found by counting the
+ring + batch times inside it (a strided view), and its sums are two lookups. Slopes within their
+rounding-error bound of a decision are recomputed exactly as the reference does (summed slot by
+slot in its order), as are the values reported in rate-of-rise transitions, so decisions and
+reported values are the reference's bit for bit.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from typing import Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
 from pipesentinel.alarm_config import AlarmConfig, GasSetpoints
 from pipesentinel.detection._arrays import BoolArray, FloatArray, IntArray, as_float_array
@@ -116,6 +122,7 @@ _EPSILON: Final = float(np.finfo(np.float64).eps)
 _GUARD_ULPS: Final = 8.0
 _GUARD_FACTOR: Final = 4.0
 _NO_EVENT: Final = -1
+_EVERY: Final = slice(None)
 ScalarT = TypeVar("ScalarT", bound=np.generic)
 
 
@@ -523,35 +530,83 @@ def _readings_arrays(
 # The vectorized evaluator
 
 
-def _last_event(events: BoolArray) -> IntArray:
-    """Index along axis 1 of the latest true entry at or before each position; -1 if none."""
-    positions = np.arange(events.shape[1]).reshape((1, -1) + (1,) * (events.ndim - 2))
-    return np.maximum.accumulate(np.where(events, positions, _NO_EVENT), axis=1)
+def _latest_flag(events: BoolArray, flag: BoolArray, initial: BoolArray) -> BoolArray:
+    """``flag`` at the latest event at or before each position along axis 1, else ``initial``.
+
+    The position and the flag are packed in one integer (``2 position + flag``), so one running
+    maximum finds the latest event and its flag: no gather. ``initial`` lacks axis 1.
+    """
+    start = np.expand_dims(initial, 1)
+    if events.shape[1] == 1:
+        single: BoolArray = np.where(events, flag, start)
+        return single
+    positions = 2 * np.arange(events.shape[1]).reshape((1, -1) + (1,) * (events.ndim - 2))
+    last = np.maximum.accumulate(np.where(events, positions + flag, _NO_EVENT), axis=1)
+    latest: BoolArray = np.where(last >= 0, (last & 1) == 1, start)
+    return latest
 
 
-def _fill(
-    events: BoolArray, values: npt.NDArray[ScalarT], initial: npt.NDArray[ScalarT]
-) -> npt.NDArray[ScalarT]:
-    """Value at the latest event at or before each position along axis 1, else ``initial``."""
-    last = _last_event(events)
-    taken = np.take_along_axis(values, np.maximum(last, 0), axis=1)
-    filled: npt.NDArray[ScalarT] = np.where(last >= 0, taken, np.expand_dims(initial, 1))
-    return filled
+def _latest_time(events: BoolArray, t: FloatArray, initial: FloatArray) -> FloatArray:
+    """Time ``t`` (R, K) of the latest event (R, K, G, A) at or before each k, else ``initial``."""
+    start = initial[:, np.newaxis]
+    t_a = t[:, :, np.newaxis, np.newaxis]
+    if events.shape[1] == 1:
+        single: FloatArray = np.where(events, t_a, start)
+        return single
+    positions = np.arange(events.shape[1]).reshape(1, -1, 1, 1)
+    last = np.maximum.accumulate(np.where(events, positions, _NO_EVENT), axis=1)
+    taken = t[np.arange(t.shape[0]).reshape(-1, 1, 1, 1), last]  # -1: masked below
+    latest: FloatArray = np.where(last >= 0, taken, start)
+    return latest
 
 
 def _shifted(values: npt.NDArray[ScalarT], initial: npt.NDArray[ScalarT]) -> npt.NDArray[ScalarT]:
     """``values`` moved one step along axis 1, ``initial`` in front (the previous position)."""
-    return np.concatenate((np.expand_dims(initial, 1), values[:, :-1]), axis=1)
+    start = np.expand_dims(initial, 1)
+    if values.shape[1] == 1:
+        return start
+    return np.concatenate((start, values[:, :-1]), axis=1)
+
+
+def _wrapped(slot: IntArray, capacity: int) -> IntArray:
+    """``slot % capacity`` for 0 <= slot < 2 capacity, without a division."""
+    wrapped: IntArray = np.where(slot >= capacity, slot - capacity, slot)
+    return wrapped
+
+
+def _after(values: npt.NDArray[ScalarT], layout: _Layout, length: int) -> npt.NDArray[ScalarT]:
+    """Per row, ``length`` positions along axis 1 from its accepted count on (the newest kept).
+
+    ``values`` is (R, length + K, ...): history before the batch, then the batch (padded).
+    """
+    if layout.uniform:
+        return values[:, layout.width :]
+    columns = layout.accepted_count[:, np.newaxis] + np.arange(length)
+    taken: npt.NDArray[ScalarT] = values[np.arange(columns.shape[0])[:, np.newaxis], columns]
+    return taken
+
+
+def _at_last(values: npt.NDArray[ScalarT], layout: _Layout) -> npt.NDArray[ScalarT]:
+    """Per row, the entry (along axis 1) of its latest accepted reading."""
+    if layout.uniform:
+        return values[:, -1]
+    taken: npt.NDArray[ScalarT] = values[np.arange(layout.rows.size), layout.accepted_count - 1]
+    return taken
 
 
 @dataclass(frozen=True)
 class _Layout:
-    """A batch as a (row, k) matrix: row = a detector present, k = its k-th accepted reading."""
+    """A batch as a (row, k) matrix: row = a detector with accepted readings, k = its k-th.
+
+    Rows without an accepted reading are left out. ``uniform``: every row has ``width``
+    accepted readings (no padding; always so when no detector appears twice in the batch).
+    """
 
     rows: IntArray  # detector index of each row, (R,)
     compact: IntArray  # batch index of the k-th accepted reading of each row, -1 after, (R, K)
-    accepted_count: IntArray  # (R,)
+    accepted_count: IntArray  # (R,), each >= 1
     out_of_order: IntArray  # batch indices refused (time not later than the detector's last)
+    uniform: bool
 
     @property
     def width(self) -> int:
@@ -560,10 +615,22 @@ class _Layout:
 
     @classmethod
     def of(cls, detectors: IntArray, times: FloatArray, last_time_s: FloatArray) -> _Layout:
-        """Group by detector (stable, batch order kept), refuse out-of-order, compact left."""
+        """Group by detector (batch order kept), refuse out-of-order, compact left."""
         if detectors.size == 0:
             empty = np.zeros(0, dtype=np.int64)
-            return cls(empty, np.zeros((0, 0), dtype=np.int64), empty, empty)
+            return cls(empty, np.zeros((0, 0), dtype=np.int64), empty, empty, uniform=True)
+        if np.bincount(detectors).max() == 1:
+            # Each detector at most once (a batch shorter than a sample period): no sort, one
+            # reading per row, in batch order.
+            accepted = times > last_time_s[detectors]
+            index = np.flatnonzero(accepted)
+            return cls(
+                rows=detectors[index],
+                compact=index[:, np.newaxis],
+                accepted_count=np.ones(index.size, dtype=np.int64),
+                out_of_order=np.flatnonzero(~accepted),
+                uniform=True,
+            )
         order = np.argsort(detectors, kind="stable")
         rows, first, counts = np.unique(detectors[order], return_index=True, return_counts=True)
         row_of = np.repeat(np.arange(rows.size), counts)
@@ -579,14 +646,17 @@ class _Layout:
         )
         accepted = ~padded & (batch_times > before)
         accepted_count = accepted.sum(axis=1)
+        kept = accepted_count > 0
         position = np.cumsum(accepted, axis=1) - 1
-        compact = np.full((rows.size, int(accepted_count.max())), _NO_EVENT, dtype=np.int64)
+        width = int(accepted_count.max())
+        compact = np.full((rows.size, width), _NO_EVENT, dtype=np.int64)
         compact[np.nonzero(accepted)[0], position[accepted]] = layout[accepted]
         return cls(
-            rows=rows.astype(np.int64),
-            compact=compact,
-            accepted_count=accepted_count.astype(np.int64),
+            rows=rows[kept].astype(np.int64),
+            compact=compact[kept],
+            accepted_count=accepted_count[kept].astype(np.int64),
             out_of_order=np.sort(layout[~padded & ~accepted]).astype(np.int64),
+            uniform=bool(np.all(accepted_count[kept] == width)),
         )
 
 
@@ -633,6 +703,8 @@ def _transitions(
     advanced: _Advanced,
 ) -> AlarmTransitions:
     """The changed entries as arrays, in batch order, then gas, then alarm type."""
+    if not advanced.changed.any():
+        return AlarmTransitions.empty(table.lel_basis)
     row, k, gas, alarm = np.nonzero(advanced.changed)
     reading = layout.compact[row, k]
     order = np.lexsort((alarm, gas, reading))
@@ -648,6 +720,54 @@ def _transitions(
         value_fraction_lel=value[row, k, gas, alarm],
         setpoint_fraction_lel=advanced.setpoint[row, 0, gas, alarm],
     )
+
+
+def _window_slopes(
+    time_s: FloatArray,
+    filtered: FloatArray,
+    filtered_valid: BoolArray,
+    *,
+    end_s: FloatArray,
+    window_s: FloatArray,
+) -> FloatArray:
+    """Least-squares slope of each reading's window, as the reference computes it, (R, K, G).
+
+    Parameters
+    ----------
+    time_s
+        Window times, (R, K, C) [s] (``nan``: an empty slot).
+    filtered, filtered_valid
+        Window readings (median of 3) and whether defined, (R, K, G, C) [mol mol-1].
+    end_s
+        Time of each reading, the window's end, (R, K) [s].
+    window_s
+        Window length, (R, G) [s].
+
+    The sums run along the window oldest slot first, one slot at a time (not numpy's pairwise
+    summation), so they are the reference's bit for bit; skipped readings add exact zeros.
+    Returns the slope [mol mol-1 s-1], ``nan`` where not defined.
+    """
+    tau = (time_s - end_s[..., np.newaxis])[:, :, np.newaxis, :]  # (R, K, 1, C), <= 0
+    use = filtered_valid & (tau > -window_s[:, np.newaxis, :, np.newaxis])  # nan: outside
+    tau_used = np.where(use, tau, 0.0)
+    x_used = np.where(use, filtered, 0.0)
+    terms = np.stack((tau_used, x_used, tau_used * tau_used, tau_used * x_used))
+    sums = terms[..., 0].copy()
+    for slot in range(1, terms.shape[-1]):
+        sums += terms[..., slot]
+    sum_t, sum_x, sum_tt, sum_tx = sums
+    count = use.sum(axis=-1, dtype=np.float64)  # small integers: exact in any order
+    earliest = tau_used.min(axis=-1)  # 0 included, as the reference starts from 0
+    denominator = count * sum_tt - sum_t * sum_t
+    defined = (
+        (count >= RATE_OF_RISE_MIN_SAMPLES)
+        & (-earliest >= RATE_OF_RISE_MIN_SPAN_FRACTION * window_s[:, np.newaxis, :])
+        & (denominator > 0.0)
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (count * sum_tx - sum_t * sum_x) / denominator
+    result: FloatArray = np.where(defined, slope, np.nan)
+    return result
 
 
 class GasAlarmEvaluator:
@@ -674,18 +794,20 @@ class GasAlarmEvaluator:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         n, g, a = table.detector_count, len(GASES), len(ALARM_TYPES)
         c = self.capacity
-        self._search_steps = max(1, (c - 1).bit_length())
         self._last_time_s = np.full(n, -np.inf)
         # Circular ring buffers: slot `_next[d]` is written next; `_filled[d]` slots are used.
         self._next = np.zeros(n, dtype=np.int64)
         self._filled = np.zeros(n, dtype=np.int64)
+        # Except the times: oldest first (a shift register), as the window search reads them
+        # every batch; nan: no reading yet.
         self._ring_time_s = np.full((n, c), np.nan)
         self._ring_mole_fraction = np.zeros((n, c, g))  # clipped readings (recent statistics)
         self._ring_valid = np.zeros((n, c, g), dtype=np.bool_)
         self._ring_filtered = np.zeros((n, c, g))  # median of 3 (rate of rise)
         self._ring_filtered_valid = np.zeros((n, c, g), dtype=np.bool_)
-        # Running sums of the filtered series since `_origin_s`, through each slot.
-        self._ring_prefix = np.zeros((n, c, g, _SUMS))
+        # Running sums of the filtered series since `_origin_s`, through each slot. Slot-major
+        # (slot, detector, ...): detectors sampling in step read and write neighbouring entries.
+        self._ring_prefix = np.zeros((c, n, g, _SUMS))
         self._origin_s = np.full(n, np.nan)
         # The two latest accepted readings (clipped, valid), oldest first: the median's inputs.
         self._previous_mole_fraction = np.zeros((n, _MEDIAN_HISTORY, g))
@@ -697,6 +819,7 @@ class GasAlarmEvaluator:
         self._held = np.zeros((n, g), dtype=np.bool_)
         self._latest_raw = np.full((n, g), np.nan)
         self._rate = np.full((n, g), np.nan)
+        self._one_window = bool(np.all(table.window_s == table.window_s[:, :1]))
 
     # ---- accessors
 
@@ -734,9 +857,9 @@ class GasAlarmEvaluator:
         """
         return self._rate.copy()
 
-    def _chronological_slots(self) -> IntArray:
-        """Ring slot of each position, oldest first, shape (n, C)."""
-        return (self._next[:, np.newaxis] + np.arange(self.capacity)) % self.capacity
+    def _chronological_slots(self, rows: IntArray | slice = _EVERY) -> IntArray:
+        """Ring slot of each position, oldest first, shape (R, C) for ``rows`` (default all)."""
+        return _wrapped(self._next[rows, np.newaxis] + np.arange(self.capacity), self.capacity)
 
     def recent(
         self, *, window_s: npt.ArrayLike | None = None, now_s: npt.ArrayLike | None = None
@@ -758,7 +881,7 @@ class GasAlarmEvaluator:
         now = np.broadcast_to(now, self._last_time_s.shape)[:, np.newaxis, np.newaxis]
         detectors = np.arange(table.detector_count)[:, np.newaxis]
         slots = self._chronological_slots()
-        ring_time = self._ring_time_s[detectors, slots]
+        ring_time = self._ring_time_s  # oldest first already
         ring_valid = self._ring_valid[detectors, slots]
         values = self._ring_mole_fraction[detectors, slots]
         times = ring_time[..., np.newaxis]  # (n, C, 1)
@@ -834,50 +957,57 @@ class GasAlarmEvaluator:
             table, detector_index, time_s, mole_fraction, invalid
         )
         layout = _Layout.of(detectors, times, self._last_time_s)
-        if layout.width == 0:
+        if layout.rows.size == 0:
             return EvaluationResult(AlarmTransitions.empty(table.lel_basis), layout.out_of_order)
         rows = layout.rows
-        filled = layout.compact >= 0
-        source = np.maximum(layout.compact, 0)
-        t = np.where(filled, times[source], np.nan)  # (R, K)
-        raw = amounts[source]  # (R, K, G)
-        valid = filled[..., np.newaxis] & valid_in[source]
+        if layout.uniform:
+            t = times[layout.compact]  # (R, K)
+            raw = amounts[layout.compact]  # (R, K, G)
+            valid = valid_in[layout.compact]
+        else:
+            filled = layout.compact >= 0
+            source = np.maximum(layout.compact, 0)
+            t = np.where(filled, times[source], np.nan)
+            raw = amounts[source]
+            valid = filled[..., np.newaxis] & valid_in[source]
         clipped = np.maximum(raw, 0.0)
         lel = table.lel_mole_fraction
 
         batch = self._filtered(rows, clipped, valid)
         self._rebase(rows, t[:, 0])
         batch = self._with_prefix(rows, t, batch)
-        slope, uncertain = self._slopes(rows, t, batch)
+        # Times of the ring (oldest first) then the batch: positions 0..C-1, C..C+K-1.
+        extended_time = np.concatenate((self._ring_time_s[rows], t), axis=1)
+        slope, uncertain = self._slopes(rows, t, extended_time, batch)
         if uncertain.any():
             row, k, gas = np.nonzero(uncertain)
-            slope[row, k, gas] = self._exact_slopes(rows, t=t, batch=batch, row=row, k=k, gas=gas)
+            slope[row, k, gas] = self._exact_slopes(
+                rows, extended_time, batch, row=row, k=k, gas=gas
+            )
         slope_fraction = slope / lel
         level = clipped / lel
         value = np.stack((level, level, slope_fraction), axis=-1)  # (R, K, G, 3)
         advanced = self._advance(rows, t, value, valid)
-        # Reported rate-of-rise values are the reference's to the bit: recompute the few.
-        row, k, gas = np.nonzero(
-            advanced.changed[..., AlarmType.RATE_OF_RISE]
-            & ~uncertain
-            & np.isfinite(value[..., AlarmType.RATE_OF_RISE])
-        )
-        if row.size:
-            exact = self._exact_slopes(rows, t=t, batch=batch, row=row, k=k, gas=gas)
-            value[row, k, gas, AlarmType.RATE_OF_RISE] = exact / lel[gas]
-
+        if advanced.changed.any():
+            # Reported rate-of-rise values are the reference's to the bit: recompute the few.
+            row, k, gas = np.nonzero(
+                advanced.changed[..., AlarmType.RATE_OF_RISE]
+                & ~uncertain
+                & np.isfinite(value[..., AlarmType.RATE_OF_RISE])
+            )
+            if row.size:
+                exact = self._exact_slopes(rows, extended_time, batch, row=row, k=k, gas=gas)
+                value[row, k, gas, AlarmType.RATE_OF_RISE] = exact / lel[gas]
         transitions = _transitions(self.table, layout, t=t, value=value, advanced=advanced)
         self._store(layout, t=t, raw=raw, clipped=clipped, valid=valid, batch=batch)
-        last = (np.arange(rows.size), layout.accepted_count - 1)
-        has = layout.accepted_count > 0
-        updated = rows[has]
-        self._condition[updated] = advanced.condition[last][has]
-        self._run_start_s[updated] = advanced.run_start_s[last][has]
-        self._active[updated] = advanced.active[last][has]
-        last_valid = valid[last][has]
-        self._broken[updated] = ~last_valid
-        self._held[updated] = ~last_valid & table.monitored[updated]
-        self._rate[updated] = np.where(last_valid, slope_fraction[last][has], self._rate[updated])
+        self._ring_time_s[rows] = _after(extended_time, layout, self.capacity)
+        self._condition[rows] = _at_last(advanced.condition, layout)
+        self._run_start_s[rows] = _at_last(advanced.run_start_s, layout)
+        self._active[rows] = _at_last(advanced.active, layout)
+        last_valid = _at_last(valid, layout)
+        self._broken[rows] = ~last_valid
+        self._held[rows] = ~last_valid & table.monitored[rows]
+        self._rate[rows] = np.where(last_valid, _at_last(slope_fraction, layout), self._rate[rows])
         return EvaluationResult(transitions, layout.out_of_order)
 
     def _filtered(self, rows: IntArray, clipped: FloatArray, valid: BoolArray) -> _Batch:
@@ -904,83 +1034,57 @@ class GasAlarmEvaluator:
             return
         chosen = rows[due]
         filled = self._filled[chosen]
-        oldest_slot = (self._next[chosen] - filled) % self.capacity
-        oldest = self._ring_time_s[chosen, oldest_slot]
+        oldest = self._ring_time_s[chosen, np.minimum(self.capacity - filled, self.capacity - 1)]
         origin = np.where(filled > 0, oldest, first_time_s[due])
         self._origin_s[chosen] = origin
         if not (filled > 0).any():
             return
-        slots = self._chronological_slots()[chosen]  # (M, C)
+        slots = self._chronological_slots(chosen)  # (M, C)
         column = chosen[:, np.newaxis]
-        shifted = self._ring_time_s[column, slots] - origin[:, np.newaxis]
+        shifted = self._ring_time_s[chosen] - origin[:, np.newaxis]  # oldest first already
         terms = _sum_terms(
             shifted, self._ring_filtered[column, slots], self._ring_filtered_valid[column, slots]
         )
-        self._ring_prefix[column, slots] = np.cumsum(terms, axis=1)
+        self._ring_prefix[slots, column] = np.cumsum(terms, axis=1)
 
     def _with_prefix(self, rows: IntArray, t: FloatArray, batch: _Batch) -> _Batch:
         """The batch's running sums, continuing those of the ring, (R, K, G, 5)."""
         shifted = t - self._origin_s[rows][:, np.newaxis]
         terms = _sum_terms(shifted, batch.filtered, batch.filtered_valid)
-        base = self._ring_prefix[rows, (self._next[rows] - 1) % self.capacity]  # (R, G, 5)
+        capacity = self.capacity
+        newest = _wrapped(self._next[rows] - 1 + capacity, capacity)
+        base = self._ring_prefix[newest, rows]  # (R, G, 5)
         prefix = base[:, np.newaxis] + np.cumsum(terms, axis=1)
         return _Batch(
             batch.filtered, batch.filtered_valid, batch.history, batch.history_valid, prefix
         )
 
-    def _flat_slot(self, rows: IntArray, position: IntArray) -> tuple[BoolArray, IntArray]:
-        """Whether each extended position is in the ring, and its flat (detector, slot) index.
+    def _prefix_at(self, rows: IntArray, batch: _Batch, position: IntArray) -> FloatArray:
+        """Running sums at extended positions (..., R, K, G) -> (..., R, K, G, 5).
 
-        Extended positions: the ring oldest first at 0..C-1, then the batch. ``rows`` and
-        ``position`` broadcast.
+        Extended positions: the ring oldest first at 0..C-1, then the batch.
         """
-        capacity = self.capacity
-        slot = (self._next[rows] + position) % capacity
-        return position < capacity, rows * capacity + slot
-
-    def _time_at(self, rows: IntArray, t: FloatArray, position: IntArray) -> FloatArray:
-        """Time at extended positions, (R, K, G) [s]."""
-        readings = t.shape[1]
-        in_ring, flat = self._flat_slot(rows.reshape(-1, 1, 1), position)
-        inside = np.arange(rows.size).reshape(-1, 1, 1) * readings + np.maximum(
-            position - self.capacity, 0
-        )
-        ring = np.take(self._ring_time_s, flat)
-        batch = np.take(t, inside)
-        result: FloatArray = np.where(in_ring, ring, batch)
-        return result
-
-    def _prefix_at(
-        self, rows: IntArray, batch: _Batch, position: IntArray, sums: slice
-    ) -> FloatArray:
-        """Running sums ``sums`` at extended positions, (R, K, G, S)."""
-        gases = len(GASES)
+        capacity, gases = self.capacity, len(GASES)
         readings = batch.prefix.shape[1]
-        gas = np.arange(gases).reshape(1, 1, -1)
-        in_ring, flat = self._flat_slot(rows.reshape(-1, 1, 1), position)
-        inside = np.arange(rows.size).reshape(-1, 1, 1) * readings + np.maximum(
-            position - self.capacity, 0
+        gas = np.arange(gases)
+        slot = _wrapped(
+            self._next[rows][:, np.newaxis, np.newaxis] + np.minimum(position, capacity - 1),
+            capacity,
         )
-        ring = self._ring_prefix.reshape(-1, _SUMS)[flat * gases + gas, sums]
-        batch_sums = batch.prefix.reshape(-1, _SUMS)[inside * gases + gas, sums]
-        result: FloatArray = np.where(in_ring[..., np.newaxis], ring, batch_sums)
+        detectors = self.table.detector_count
+        ring_index = (slot * detectors + rows[:, np.newaxis, np.newaxis]) * gases + gas
+        batch_index = (
+            np.arange(rows.size)[:, np.newaxis, np.newaxis] * readings
+            + np.maximum(position - capacity, 0)
+        ) * gases + gas
+        ring = self._ring_prefix.reshape(-1, _SUMS)[ring_index]
+        in_batch = batch.prefix.reshape(-1, _SUMS)[batch_index]
+        result: FloatArray = np.where((position < capacity)[..., np.newaxis], ring, in_batch)
         return result
 
-    def _first_inside(
-        self, rows: IntArray, t: FloatArray, end: IntArray, reach_s: FloatArray
-    ) -> IntArray:
-        """First extended position of the last ``capacity`` (to ``end``) with tau > -reach."""
-        low = end - (self.capacity - 1)
-        high = end.copy()
-        t_end = t[..., np.newaxis]
-        for _ in range(self._search_steps):
-            middle = (low + high) // 2
-            inside = self._time_at(rows, t, middle) - t_end > -reach_s  # nan: outside
-            high = np.where(inside, middle, high)
-            low = np.where(inside, low, middle + 1)
-        return low
-
-    def _slopes(self, rows: IntArray, t: FloatArray, batch: _Batch) -> tuple[FloatArray, BoolArray]:
+    def _slopes(
+        self, rows: IntArray, t: FloatArray, extended_time: FloatArray, batch: _Batch
+    ) -> tuple[FloatArray, BoolArray]:
         """Least-squares slope over each reading's window from running sums, (R, K, G).
 
         Returns the slope [mol mol-1 s-1] (``nan`` where not defined) and where it is too close
@@ -988,18 +1092,27 @@ class GasAlarmEvaluator:
         the caller recomputes it as the reference does.
         """
         table = self.table
+        capacity = self.capacity
         readings = t.shape[1]
         window = table.window_s[rows][:, np.newaxis, :]  # (R, 1, G)
-        end = np.broadcast_to(
-            (self.capacity + np.arange(readings)).reshape(1, -1, 1),
-            (rows.size, readings, len(GASES)),
+        # The window of the k-th reading is among extended positions k + 1 .. k + C (its end,
+        # ``end``). Times increase along them (empty ring slots, nan, come first), so the
+        # positions with tau > -reach are a suffix: counting them finds its first position.
+        tau = sliding_window_view(extended_time, capacity, axis=1)[:, 1:] - t[..., np.newaxis]
+        tau = tau[:, :, np.newaxis, :]  # (R, K, 1, C); nan compares false
+        # One window for every gas (the usual table): search once, for gas axis length 1.
+        reach = window[..., :1] if self._one_window else window
+        end = (capacity + np.arange(readings)).reshape(1, -1, 1)
+        inside = np.count_nonzero(tau > -reach[..., np.newaxis], axis=-1)
+        recent = np.count_nonzero(
+            tau > -(RATE_OF_RISE_MIN_SPAN_FRACTION * reach)[..., np.newaxis], axis=-1
         )
-        start = self._first_inside(rows, t, end, window)
-        span_end = self._first_inside(rows, t, end, RATE_OF_RISE_MIN_SPAN_FRACTION * window)
-        before = self._prefix_at(rows, batch, start - 1, slice(None))
+        start = np.minimum(end + 1 - inside, end)
+        span_end = np.minimum(end + 1 - recent, end)
+        before, span_before = self._prefix_at(rows, batch, np.stack((start, span_end)) - 1)
         sums = batch.prefix - before
         count, sum_t, sum_x, sum_tt, sum_tx = np.moveaxis(sums, -1, 0)
-        early = self._prefix_at(rows, batch, span_end - 1, slice(0, 1))[..., 0] - before[..., 0]
+        early = span_before[..., 0] - before[..., 0]
         denominator = count * sum_tt - sum_t * sum_t
         numerator = count * sum_tx - sum_t * sum_x
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -1043,58 +1156,35 @@ class GasAlarmEvaluator:
     def _exact_slopes(
         self,
         rows: IntArray,
-        *,
-        t: FloatArray,
+        extended_time: FloatArray,
         batch: _Batch,
+        *,
         row: IntArray,
         k: IntArray,
         gas: IntArray,
     ) -> FloatArray:
-        """The reference's slope of the chosen (row, k, gas), summed slot by slot, (F,).
+        """The reference's slope of the chosen (row, k, gas), bit for bit, (F,).
 
-        The sums run sequentially along the window, oldest slot first (not numpy's pairwise
-        summation), in the order of the per-reading reference, so the result is its bit for bit.
+        Their windows are gathered from ring and batch, and summed as the reference does
+        (:func:`_window_slopes`).
         """
         capacity = self.capacity
-        window = self.table.window_s[rows[row], gas]
-        t_end = t[row, k]
-        count, sum_t, sum_x, sum_tt, sum_tx, earliest = (np.zeros(row.size) for _ in range(6))
-        for slot in range(capacity):
-            position = k + 1 + slot  # window of the k-th reading: extended[k + 1 : k + 1 + C]
-            in_ring = position < capacity
-            ring_slot = (self._next[rows[row]] + position) % capacity
-            inside = np.maximum(position - capacity, 0)
-            sample_time = np.where(in_ring, self._ring_time_s[rows[row], ring_slot], t[row, inside])
-            x = np.where(
-                in_ring,
-                self._ring_filtered[rows[row], ring_slot, gas],
-                batch.filtered[row, inside, gas],
-            )
-            ok = np.where(
-                in_ring,
-                self._ring_filtered_valid[rows[row], ring_slot, gas],
-                batch.filtered_valid[row, inside, gas],
-            )
-            tau = sample_time - t_end
-            use = ok & (tau > -window)  # nan tau compares false
-            tau_used = np.where(use, tau, 0.0)
-            x_used = np.where(use, x, 0.0)
-            count += use
-            sum_t += tau_used
-            sum_x += x_used
-            sum_tt += tau_used * tau_used
-            sum_tx += tau_used * x_used
-            np.minimum(earliest, tau_used, out=earliest)
-        denominator = count * sum_tt - sum_t * sum_t
-        defined = (
-            (count >= RATE_OF_RISE_MIN_SAMPLES)
-            & (-earliest >= RATE_OF_RISE_MIN_SPAN_FRACTION * window)
-            & (denominator > 0.0)
+        position = k[:, np.newaxis] + 1 + np.arange(capacity)  # (F, C) extended positions
+        in_ring = position < capacity
+        detector = rows[row][:, np.newaxis]
+        ring_slot = (self._next[detector] + position) % capacity
+        entry = (row[:, np.newaxis], np.maximum(position - capacity, 0), gas[:, np.newaxis])
+        ring_entry = (detector, ring_slot, gas[:, np.newaxis])
+        x = np.where(in_ring, self._ring_filtered[ring_entry], batch.filtered[entry])
+        ok = np.where(in_ring, self._ring_filtered_valid[ring_entry], batch.filtered_valid[entry])
+        slope = _window_slopes(
+            extended_time[row[:, np.newaxis], position][:, np.newaxis, :],
+            x[:, np.newaxis, np.newaxis, :],
+            ok[:, np.newaxis, np.newaxis, :],
+            end_s=extended_time[row, capacity + k][:, np.newaxis],
+            window_s=self.table.window_s[rows[row], gas][:, np.newaxis],
         )
-        with np.errstate(invalid="ignore", divide="ignore"):
-            slope = (count * sum_tx - sum_t * sum_x) / denominator
-        result: FloatArray = np.where(defined, slope, np.nan)
-        return result
+        return slope[:, 0, 0]
 
     def _advance(
         self, rows: IntArray, t: FloatArray, value: FloatArray, valid: BoolArray
@@ -1107,16 +1197,16 @@ class GasAlarmEvaluator:
         above = valid_a & (value >= setpoint)
         below = valid_a & ~(value >= clear)  # includes an undefined (nan) slope
         initial = self._condition[rows]
-        condition = _fill(above | below, above, initial)
+        condition = _latest_flag(above | below, above, initial)
         previous_valid = _shifted(valid, ~self._broken[rows])[..., np.newaxis]
         new_run = valid_a & ((condition != _shifted(condition, initial)) | ~previous_valid)
-        t_a = t[:, :, np.newaxis, np.newaxis]
-        run_start = _fill(new_run, np.broadcast_to(t_a, new_run.shape), self._run_start_s[rows])
-        elapsed = t_a - run_start
+        run_start = _latest_time(new_run, t, self._run_start_s[rows])
+        elapsed = t[:, :, np.newaxis, np.newaxis] - run_start
         on = valid_a & condition & (elapsed >= table.on_delay_s[rows][:, np.newaxis, :, None])
         off = valid_a & ~condition & (elapsed >= table.off_delay_s[rows][:, np.newaxis, :, None])
-        active = _fill(on | off, on, self._active[rows])
-        changed = active != _shifted(active, self._active[rows])
+        initial_active = self._active[rows]
+        active = _latest_flag(on | off, on, initial_active)
+        changed = active != _shifted(active, initial_active)
         return _Advanced(condition, run_start, active, changed, setpoint)
 
     def _store(
@@ -1129,35 +1219,42 @@ class GasAlarmEvaluator:
         valid: BoolArray,
         batch: _Batch,
     ) -> None:
-        """Write the accepted readings into the circular buffers (the last ``capacity`` only)."""
+        """Write the accepted readings into the circular buffers (the last ``capacity`` only).
+
+        Not the times: the caller shifts them into their register.
+        """
         capacity = self.capacity
         rows, accepted_count = layout.rows, layout.accepted_count
         readings = t.shape[1]
-        k = np.arange(readings)[np.newaxis, :]
-        keep = (k < accepted_count[:, np.newaxis]) & (k >= accepted_count[:, np.newaxis] - capacity)
-        row, column = np.nonzero(keep)
-        flat = rows[row] * capacity + (self._next[rows[row]] + column) % capacity
-        gases = len(GASES)
-        self._ring_time_s.reshape(-1)[flat] = t[row, column]
-        for ring, values in (
-            (self._ring_mole_fraction, clipped),
-            (self._ring_valid, valid),
-            (self._ring_filtered, batch.filtered),
-            (self._ring_filtered_valid, batch.filtered_valid),
-        ):
-            ring.reshape(-1, gases)[flat] = values[row, column]
-        self._ring_prefix.reshape(-1, gases, _SUMS)[flat] = batch.prefix[row, column]
+        sources = (clipped, valid, batch.filtered, batch.filtered_valid)
+        rings = (
+            self._ring_mole_fraction,
+            self._ring_valid,
+            self._ring_filtered,
+            self._ring_filtered_valid,
+        )
+        if layout.uniform and readings <= capacity:
+            # Every reading of every row is kept: no selection.
+            detector = rows[:, np.newaxis]
+            slots = _wrapped(self._next[detector] + np.arange(readings), capacity)
+            for ring, values in zip(rings, sources, strict=True):
+                ring[detector, slots] = values
+            self._ring_prefix[slots, detector] = batch.prefix
+        else:
+            k = np.arange(readings)[np.newaxis, :]
+            count = accepted_count[:, np.newaxis]
+            row, column = np.nonzero((k < count) & (k >= count - capacity))
+            slot = (self._next[rows[row]] + column) % capacity
+            for ring, values in zip(rings, sources, strict=True):
+                ring[rows[row], slot] = values[row, column]
+            self._ring_prefix[slot, rows[row]] = batch.prefix[row, column]
         self._next[rows] = (self._next[rows] + accepted_count) % capacity
         self._filled[rows] = np.minimum(self._filled[rows] + accepted_count, capacity)
         # The two latest accepted readings: positions accepted, accepted + 1 of the history.
-        history = accepted_count[:, np.newaxis] + np.arange(_MEDIAN_HISTORY)  # (R, 2)
-        every = np.arange(rows.size)[:, np.newaxis]
-        self._previous_mole_fraction[rows] = batch.history[every, history]
-        self._previous_valid[rows] = batch.history_valid[every, history]
-        has = accepted_count > 0
-        last = accepted_count[has] - 1
-        self._last_time_s[rows[has]] = t[has, last]
-        self._latest_raw[rows[has]] = raw[has, last]
+        self._previous_mole_fraction[rows] = _after(batch.history, layout, _MEDIAN_HISTORY)
+        self._previous_valid[rows] = _after(batch.history_valid, layout, _MEDIAN_HISTORY)
+        self._last_time_s[rows] = _at_last(t, layout)
+        self._latest_raw[rows] = _at_last(raw, layout)
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ TOP_LEVEL_KEYS = {
     "headline",
     "all_agree",
     "repeats_best_of",
+    "clock",
     "numpy",
     "python",
 }
@@ -52,6 +53,7 @@ def test_tiny_run_has_its_keys_and_both_implementations_agree(
     result = bench_thresholds.run(cases=((4, 8, 40), (20, 100, 3)))
     json.dumps(result)  # serialisable as the runner writes it
     assert set(result) == TOP_LEVEL_KEYS
+    assert result["clock"] == "wall"
     assert result["goal"] == 50.0
     assert result["all_agree"] is True
     assert len(result["cases"]) == 2
@@ -69,3 +71,11 @@ def test_tiny_run_has_its_keys_and_both_implementations_agree(
     assert result["headline"] is None  # the tiny run has no 3000-detector case
     # The plume makes alarms happen (4 detectors x 160 s: at least one rises through LOW).
     assert sum(case["transitions"] for case in result["cases"]) > 0
+
+
+def test_cpu_clock_runs_and_an_unknown_clock_is_refused(bench_thresholds: ModuleType) -> None:
+    result = bench_thresholds.run(cases=((4, 8, 10),), clock="cpu")
+    assert result["clock"] == "cpu"
+    assert result["all_agree"] is True
+    with pytest.raises(ValueError, match="clock must be one of"):
+        bench_thresholds.run(cases=((4, 8, 10),), clock="sundial")
