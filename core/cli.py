@@ -10,6 +10,7 @@ Subcommands:
 * ``replay`` - a recording through the live pipeline's stages, with a report;
 * ``simulate`` - a scenario end to end on a simulated clock (detection and emergency response),
   or a what-if leak; writes report.json, zones.geojson, alert.cap.xml and map.png;
+* ``plan`` - the duty officer's plan decisions on an incident (show, confirm, override, release);
 * ``check-site`` - load and validate a site and its scenarios.
 
 Settings come from ``PIPESENTINEL_*`` variables and ``pipesentinel.toml``
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import logging
 import math
 import signal
@@ -51,21 +53,25 @@ from pipesentinel.ingest.mosquitto_auth import (
     write_auth_files,
     write_mosquitto_conf,
 )
+from pipesentinel.ingest.notifications import Notifier
 from pipesentinel.ingest.replay import REPORT_NAME, ReplayError, replay, summary_lines
 from pipesentinel.ingest.response_service import response_context
 from pipesentinel.ingest.simulate import SimulationError, simulate_scenario, simulate_what_if
 from pipesentinel.ingest.simulate import summary_lines as simulation_summary_lines
+from pipesentinel.ingest.storage.base import StorageError
+from pipesentinel.ingest.storage.plan_decisions import SqlitePlanDecisionLog
 from pipesentinel.ingest.workers import Role, ServiceProcess, run_role
 from pipesentinel.plans.cap import CapError, CapStatus
-from pipesentinel.plans.library import PlanValidationError, Severity
+from pipesentinel.plans.library import PlanValidationError, Severity, load_plan_library
 from pipesentinel.plans.response import LeakEstimate, respond
 from pipesentinel.settings import Settings
-from pipesentinel.site import Gas
+from pipesentinel.site import Gas, Site
 from pipesentinel.site_loader import SiteValidationError, load_site
 
 EXIT_OK = 0
 INGEST_ROLE_BOTH = "both"
 EXIT_BAD_INPUT = 2
+NOTIFY_TIMEOUT_S = 10.0
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -312,6 +318,75 @@ def _simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _plan(args: argparse.Namespace) -> int:
+    """The duty officer's plan decisions on an incident: show, confirm, override, release."""
+    settings = _settings(args)
+    site = load_site(settings.site_dir)
+    with SqlitePlanDecisionLog(Path(settings.response.plan_decisions_path)) as decisions:
+        now_s = time.time()
+        incident = args.incident
+        outcome = None
+        if args.action == "confirm":
+            current = decisions.current(incident)
+            if current is None or current.plan_id is None or current.plan_version is None:
+                raise ValueError(f"incident {incident!r} has no plan in effect to confirm")
+            outcome = decisions.confirm(
+                incident_id=incident,
+                plan_id=current.plan_id,
+                plan_version=current.plan_version,
+                actor=args.user,
+                time_s=now_s,
+                reason=args.reason,
+            )
+        elif args.action == "override":
+            if not args.plan or not args.reason:
+                raise ValueError("an override needs --plan and --reason")
+            library = load_plan_library(Path(settings.site_dir) / "plans", site)
+            chosen = library.plan(args.plan)
+            outcome = decisions.override(
+                incident_id=incident,
+                plan_id=chosen.id,
+                plan_version=chosen.version,
+                actor=args.user,
+                reason=args.reason,
+                time_s=now_s,
+            )
+        elif args.action == "release":
+            if not args.reason:
+                raise ValueError("a release needs --reason")
+            outcome = decisions.release(
+                incident_id=incident, actor=args.user, reason=args.reason, time_s=now_s
+            )
+        for decision in decisions.decisions(incident):
+            print(
+                f"{decision.sequence:4d} {decision.kind.value:12s} {decision.plan_id or '-':8s} "
+                f"by {decision.actor}: {(decision.reason or '')[:90]}"
+            )
+        current = decisions.current(incident)
+        if current is None:
+            print(f"incident {incident}: no plan decision yet")
+        else:
+            print(f"in effect: {json.dumps(current.to_json_dict(), sort_keys=True)}")
+    if outcome is not None:
+        _notify_plan(settings, site, outcome.change_event(include_unchanged=True))
+    return EXIT_OK
+
+
+def _notify_plan(settings: Settings, site: Site, event: dict[str, object] | None) -> None:
+    """Tell the plan decision like an alarm (MQTT retained, webhooks), when a broker is set."""
+    if event is None:
+        return
+    if settings.broker.url is None and not settings.notifications.webhook_urls:
+        print("not published: no broker or webhook configured")
+        return
+    with Notifier(
+        settings=settings.notifications, site_id=site.id, broker=settings.broker
+    ) as notifier:
+        notifier.notify_plan(event)
+        if not notifier.wait_idle(NOTIFY_TIMEOUT_S):
+            print(f"not confirmed delivered within {NOTIFY_TIMEOUT_S:.0f} s (see the log)")
+
+
 def _validate_localisation(args: argparse.Namespace) -> int:
     return validation_main(args.arguments)
 
@@ -349,6 +424,19 @@ def _add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
     )
     simulate.add_argument("--time", help="what-if: local time, ISO 8601 (default: now)")
     simulate.set_defaults(handler=_simulate)
+
+
+def _add_plan_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    plan = commands.add_parser(
+        "plan", help="the duty officer's plan decisions on an incident (docs/plans.md)"
+    )
+    plan.add_argument("action", choices=["show", "confirm", "override", "release"])
+    plan.add_argument("incident", help="incident id")
+    plan.add_argument("--user", default="duty-officer", help="who decides (journaled)")
+    plan.add_argument("--plan", help="override: the plan id to put in effect")
+    plan.add_argument("--reason", help="why (required for override and release)")
+    plan.add_argument("--site", help="site directory")
+    plan.set_defaults(handler=_plan)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -408,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_simulate_parser(commands)
 
+    _add_plan_parser(commands)
+
     validate = commands.add_parser(
         "validate-localisation",
         help="score leak localisation on simulated scenarios (docs/validation.md)",
@@ -438,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         ReplayError,
         SimulationError,
         PlanValidationError,
+        StorageError,
         CapError,
         KeyError,
     ) as error:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from pipesentinel.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from pipesentinel.hardware.testbed import MosquittoProcess
+from pipesentinel.ingest.storage.plan_decisions import SqlitePlanDecisionLog
 
 REPO = Path(__file__).resolve().parents[1]
+WANLI_DIR = REPO / "sites" / "wanli"
 
 
 def test_demo_runs_the_whole_chain_without_rejections(
@@ -81,3 +84,44 @@ def test_broker_config_writes_a_config_mosquitto_runs(
     # The generated files are accepted by the real broker.
     with MosquittoProcess(password_file=out / "passwd", acl_file=out / "acl") as broker:
         assert broker.port > 0
+
+
+def test_cli_plan_decisions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The duty officer overrides, confirms and releases a plan; every step is journaled."""
+    journal = tmp_path / "plan_decisions.sqlite3"
+    monkeypatch.setenv("PIPESENTINEL_RESPONSE__PLAN_DECISIONS_PATH", str(journal))
+    with SqlitePlanDecisionLog(journal) as decisions:
+        decisions.record_automatic(
+            incident_id="INC-P",
+            plan_id="WL-03",
+            plan_version=1,
+            time_s=time.time() - 60.0,
+            reason="WL-03 v1 chosen",
+        )
+    site = ["--site", str(WANLI_DIR)]
+    override = ["--plan", "WL-04", "--user", "alice", "--reason", "gas smelled in UT1"]
+    assert main(["plan", "override", "INC-P", *override, *site]) == 0
+    assert main(["plan", "confirm", "INC-P", "--user", "bob", *site]) == 0
+    assert main(["plan", "show", "INC-P", *site]) == 0
+    assert '"plan_id": "WL-04"' in capsys.readouterr().out
+    release = ["--user", "alice", "--reason", "tunnel clear"]
+    assert main(["plan", "release", "INC-P", *release, *site]) == 0
+    with SqlitePlanDecisionLog(journal) as decisions:
+        kinds = [(d.kind.value, d.actor) for d in decisions.decisions("INC-P")]
+        current = decisions.current("INC-P")
+    assert kinds == [
+        ("automatic", "pipesentinel"),
+        ("override", "alice"),
+        ("confirmation", "bob"),
+        ("release", "alice"),
+    ]
+    assert current is not None
+    assert current.plan_id == "WL-03"
+    capsys.readouterr()
+    bad = ["--plan", "WL-99", "--reason", "x", *site]
+    assert main(["plan", "override", "INC-P", *bad]) == 2
+    assert "no plan 'WL-99'" in capsys.readouterr().err
+    assert main(["plan", "override", "INC-P", "--plan", "WL-04", *site]) == 2
+    assert "needs --plan and --reason" in capsys.readouterr().err
