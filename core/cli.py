@@ -311,6 +311,7 @@ def _simulate(args: argparse.Namespace) -> int:
             context=context,
             frames=args.frames,
             until_s=args.duration,
+            broker=None if args.broker == "none" else args.broker,
         )
     for line in simulation_summary_lines(report):
         print(line)
@@ -402,6 +403,12 @@ def _add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
     simulate.add_argument("--duration", type=float, help="stop at this scenario time [s]")
     simulate.add_argument(
         "--frames", action="store_true", help="render camera frames (slower; thermal analytics)"
+    )
+    simulate.add_argument(
+        "--broker",
+        default="embedded",
+        help="the broker the device messages go through: embedded (default), mqtt://host:port "
+        "(anonymous), or none (handed over directly)",
     )
     simulate.add_argument("--what-if", action="store_true", help="a hypothetical leak, no devices")
     simulate.add_argument("--pipeline", help="what-if: pipeline id")

@@ -9,8 +9,10 @@ tracking, storage, dead letters, the detection engine ticking every
 localisation is answered as the live service answers it
 (:class:`~pipesentinel.ingest.response_service.ResponseService`, on the caller's thread): valves,
 zones, people, the selected plan (journaled in a plan-decision log) and a CAP alert (``Update``
-of the previous one). The broker hop itself is left out so that the run is
-deterministic and as fast as the machine allows; the bytes are those a broker would carry.
+of the previous one). The messages go through an MQTT broker (an embedded one by default, or a
+given one; ``broker=None`` hands them over directly): each simulation step's messages are
+published with QoS 1 and handed on once all have come back, in publish order, so the run stays
+deterministic whatever the broker's interleaving of topics.
 
 A **what-if** takes a hypothetical leak (position, gas, rate, wind) and runs the response only.
 
@@ -28,23 +30,31 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import threading
+import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from shapely import LineString, MultiLineString
 
 from pipesentinel.alarm_config import AlarmConfig
 from pipesentinel.detection.incidents import Incident
-from pipesentinel.hardware.offline import scenario_messages
+from pipesentinel.hardware.offline import Message, scenario_messages
 from pipesentinel.hardware.scenario import Scenario
 from pipesentinel.hardware.world import SiteSimulation
+from pipesentinel.ingest.embedded_broker import EmbeddedBroker
 from pipesentinel.ingest.replay import OUTPUT_FILES, PipelineRun, next_boundary, pipeline_report
 from pipesentinel.ingest.response_service import ResponseService
 from pipesentinel.ingest.storage.plan_decisions import SqlitePlanDecisionLog
 from pipesentinel.ingest.storage.responses import ResponseStore
+from pipesentinel.ingest.topics import TOPIC_ROOT
 from pipesentinel.plans.response import EmergencyResponse, ResponseContext
 from pipesentinel.plans.zones import ZoneLevel
 from pipesentinel.settings import Settings
@@ -65,6 +75,8 @@ __all__ = [
 ]
 
 REPORT_NAME: Final = "report.json"
+EMBEDDED_BROKER: Final = "embedded"
+HOP_TIMEOUT_S: Final = 60.0  # a step's messages must be back from the broker within this [s]
 GEOJSON_NAME: Final = "zones.geojson"
 ALERT_NAME: Final = "alert.cap.xml"
 MAP_NAME: Final = "map.png"
@@ -326,6 +338,98 @@ def _prepare(out_dir: Path | str, names: Sequence[str]) -> Path:
     return out
 
 
+class _BrokerHop:
+    """Carries each step's messages through an MQTT broker and hands back what arrived.
+
+    A publisher sends the step's messages (QoS 1, as the devices do); a subscriber on the site's
+    device topics receives them; the step is handed on once every message has arrived, in the
+    order it was published (MQTT orders per topic only; the run must not depend on the broker's
+    interleaving of topics, so that it stays deterministic). A message that does not come back
+    within ``timeout_s`` is an error that says how many are missing.
+    """
+
+    def __init__(self, url: str, site_id: str, *, timeout_s: float = HOP_TIMEOUT_S) -> None:
+        parsed = urlsplit(url)
+        if parsed.scheme != "mqtt" or parsed.hostname is None:
+            raise SimulationError(f"broker URL {url!r}: expected mqtt://host:port")
+        self.url = url
+        self._timeout_s = timeout_s
+        self._condition = threading.Condition()
+        self._received: list[tuple[str, bytes]] = []
+        self._subscribed = threading.Event()
+        tag = uuid.uuid4().hex[:8]
+        self._subscriber = self._client(f"pipesentinel-simulate-in-{tag}")
+        self._subscriber.on_message = self._on_message
+        self._subscriber.on_subscribe = lambda *_: self._subscribed.set()
+        self._publisher = self._client(f"pipesentinel-simulate-out-{tag}")
+        port = parsed.port or 1883
+        try:
+            for client in (self._subscriber, self._publisher):
+                client.connect(parsed.hostname, port)
+                client.loop_start()
+        except OSError as error:
+            self.close()
+            raise SimulationError(f"broker {url}: cannot connect: {error}") from error
+        self._subscriber.subscribe(f"{TOPIC_ROOT}/{site_id}/#", qos=1)
+        if not self._subscribed.wait(timeout_s):
+            self.close()
+            raise SimulationError(f"broker {url}: no SUBACK within {timeout_s:.0f} s")
+        self.messages = 0
+
+    @staticmethod
+    def _client(client_id: str) -> mqtt.Client:
+        return mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+        )
+
+    def _on_message(
+        self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage
+    ) -> None:
+        with self._condition:
+            self._received.append((message.topic, bytes(message.payload)))
+            self._condition.notify_all()
+
+    def carry(self, messages: Sequence[Message]) -> list[Message]:
+        """Publish ``messages``, wait for all of them, return them as received."""
+        if not messages:
+            return []
+        for message in messages:
+            self._publisher.publish(message.topic, message.payload, qos=1)
+        with self._condition:
+            arrived = self._condition.wait_for(
+                lambda: len(self._received) >= len(messages), timeout=self._timeout_s
+            )
+            received, self._received = self._received, []
+        if not arrived:
+            raise SimulationError(
+                f"broker {self.url}: {len(messages) - len(received)} of {len(messages)} messages "
+                f"did not come back within {self._timeout_s:.0f} s"
+            )
+        order: dict[tuple[str, bytes], deque[int]] = {}
+        for index, message in enumerate(messages):
+            order.setdefault((message.topic, message.payload), deque()).append(index)
+        carried: list[Message | None] = [None] * len(messages)
+        for topic, payload in received:
+            slots = order.get((topic, payload))
+            if not slots:  # a QoS 1 duplicate, or something not published by this run
+                continue
+            index = slots.popleft()
+            carried[index] = Message(topic, payload, messages[index].time_s)
+        missing = sum(item is None for item in carried)
+        if missing:
+            raise SimulationError(f"broker {self.url}: {missing} messages came back altered")
+        self.messages += len(messages)
+        return [item for item in carried if item is not None]
+
+    def close(self) -> None:
+        """Disconnect both clients."""
+        for client in (self._subscriber, self._publisher):
+            client.loop_stop()
+            client.disconnect()
+
+
 def simulate_scenario(
     scenario: Scenario,
     *,
@@ -336,11 +440,14 @@ def simulate_scenario(
     alarm_config: AlarmConfig | None = None,
     frames: bool = False,
     until_s: float | None = None,
+    broker: str | None = EMBEDDED_BROKER,
 ) -> dict[str, Any]:
-    """Play ``scenario`` through detection and response; write and return the report.
+    """Play ``scenario`` through a broker, detection and response; write and return the report.
 
     ``frames`` renders the camera frames (slower; the thermal/laser confirmation needs them);
-    ``until_s`` stops at that scenario time [s].
+    ``until_s`` stops at that scenario time [s]; ``broker`` is ``"embedded"`` (an in-process
+    broker, the default), an ``mqtt://host:port`` URL of a broker that admits anonymous clients,
+    or ``None`` to hand the messages over directly (the same bytes, faster).
     """
     names = (
         *OUTPUT_FILES,
@@ -359,12 +466,17 @@ def simulate_scenario(
     store = ResponseStore(out / RESPONSES_NAME)
     service = ResponseService(context=context, store=store, decisions=decisions)
     responses = _Responses()
+    embedded = EmbeddedBroker().start() if broker == EMBEDDED_BROKER else None
+    hop: _BrokerHop | None = None
     try:
+        if broker is not None:
+            hop = _BrokerHop(embedded.url if embedded is not None else broker, site.id)
         boundary = next_boundary(start_s, period_s)
         last_s = start_s
         simulation = SiteSimulation(site, scenario, frames=frames)
         for step in scenario_messages(simulation, origin_epoch_s=start_s, until_s=until_s):
-            for message in step.messages:
+            carried = step.messages if hop is None else hop.carry(step.messages)
+            for message in carried:
                 while message.time_s >= boundary:
                     _respond(service, responses, run.flush(boundary), start_s)
                     boundary += period_s
@@ -378,10 +490,15 @@ def simulate_scenario(
     except OSError as error:
         raise SimulationError(f"simulation of {scenario.name}: {error}") from error
     finally:
+        if hop is not None:
+            hop.close()
+        if embedded is not None:
+            embedded.stop()
         run.close()
         decisions.close()
         store.close()
     truth = _truth(scenario, site)
+    embedded_url = "embedded" if embedded is not None else None
     final = _final_response(responses)
     timeline = sorted(
         [
@@ -410,6 +527,8 @@ def simulate_scenario(
             "start_local_time": _local(start_s, context),
             "simulated_s": round(last_s - start_s, 3),
             "frames": frames,
+            "broker": None if broker is None else (embedded_url or broker),
+            "messages_through_broker": 0 if hop is None else hop.messages,
             "truth": truth,
         },
         "summary": _scenario_summary(detection, final, truth, site),

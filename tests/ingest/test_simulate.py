@@ -55,6 +55,9 @@ def test_scenario_runs_from_devices_to_plan(scenario_run: tuple[Path, dict[str, 
     out, report = scenario_run
     assert report == json.loads((out / REPORT_NAME).read_text(encoding="utf-8"))
     assert report["kind"] == "scenario"
+    # Every device message went through the (embedded) broker and came back unaltered.
+    assert report["scenario"]["broker"] == "embedded"
+    assert report["scenario"]["messages_through_broker"] == report["detection"]["messages"] > 0
     assert len(report["incidents"]) == 1
     response = report["response"]
     assert response is not None
