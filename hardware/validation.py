@@ -97,6 +97,14 @@ _STEP_SLACK_S: Final = 1e-6
 """Records sent at a step's end belong to that step [s]."""
 """Bumped when the scenario drawn from a case changes (invalidates cached records)."""
 VARIANTS: Final = ("estimated", "true_class", "wrong_class_d", "one_station_dead")
+LEAK_POPULATIONS: Final = ("uniform", "leak_points")
+"""Where leaks are drawn: ``uniform`` along a random line; ``leak_points`` near a random pipeline
+gas detector (the site places them where leaks are expected: valves, crossings, bends)."""
+LEAK_POINT_RADIUS_M: Final = 50.0
+"""Half-width of the chainage offset of a ``leak_points`` leak from its detector [m]. A design
+choice, not a measured value: "at or near the expected leak point", wide enough that the leak is
+not always at the detector's foot (a few tens of metres covers a valve pit or a crossing and the
+pipe either side of it)."""
 
 
 @dataclass(frozen=True)
@@ -113,18 +121,51 @@ class Case:
     seed: int
 
 
-def draw_cases(site: Site, runs: int, seed: int) -> list[Case]:
-    """``runs`` random cases, reproducible from ``seed``."""
+def pipeline_detectors(site: Site) -> list[tuple[str, float]]:
+    """(pipeline id, chainage [m]) of every gas detector placed on a pipeline, in site order."""
+    return [
+        (detector.pipeline_id, detector.chainage_m)
+        for detector in site.gas_detectors
+        if detector.pipeline_id is not None and detector.chainage_m is not None
+    ]
+
+
+def _draw_position(
+    site: Site, rng: np.random.Generator, population: str, detectors: Sequence[tuple[str, float]]
+) -> tuple[str, float]:
+    """Pipeline id and chainage [m] of one leak of ``population``."""
+    if population == "uniform":
+        pipeline = site.pipelines[int(rng.integers(len(site.pipelines)))]
+        return pipeline.id, float(rng.uniform(0.0, pipeline.length_m))
+    if population == "leak_points":
+        pipeline_id, chainage_m = detectors[int(rng.integers(len(detectors)))]
+        length_m = site.pipeline(pipeline_id).length_m
+        offset_m = float(rng.uniform(-LEAK_POINT_RADIUS_M, LEAK_POINT_RADIUS_M))
+        return pipeline_id, min(max(chainage_m + offset_m, 0.0), length_m)
+    raise ValueError(f"population must be one of {LEAK_POPULATIONS}, got {population!r}")
+
+
+def draw_cases(site: Site, runs: int, seed: int, population: str = "uniform") -> list[Case]:
+    """``runs`` random cases of ``population`` (:data:`LEAK_POPULATIONS`) from ``seed``.
+
+    ``uniform``: a random line, chainage uniform along it. ``leak_points``: a random pipeline
+    gas detector, on its line at its chainage plus a uniform offset in
+    [-:data:`LEAK_POINT_RADIUS_M`, +:data:`LEAK_POINT_RADIUS_M`] (clipped to the line). Rate,
+    wind, class and hour are drawn the same way for both.
+    """
+    detectors = pipeline_detectors(site)
+    if population == "leak_points" and not detectors:
+        raise ValueError(f"site {site.id} has no gas detector on a pipeline")
     rng = np.random.default_rng(seed)
     cases = []
     for index in range(runs):
-        pipeline = site.pipelines[int(rng.integers(len(site.pipelines)))]
+        pipeline_id, chainage_m = _draw_position(site, rng, population, detectors)
         low, high = RATE_RANGE_KG_PER_S
         cases.append(
             Case(
                 index=index,
-                pipeline_id=pipeline.id,
-                chainage_m=float(rng.uniform(0.0, pipeline.length_m)),
+                pipeline_id=pipeline_id,
+                chainage_m=chainage_m,
                 rate_kg_per_s=float(math.exp(rng.uniform(math.log(low), math.log(high)))),
                 wind_direction_deg=float(rng.uniform(0.0, 360.0)),
                 wind_speed_m_per_s=float(rng.uniform(*WIND_SPEED_RANGE_M_PER_S)),
@@ -407,10 +448,12 @@ def run(
     config: LocalisationConfig | None = None,
     candidates: Candidates | None = None,
     cache_dir: Path | None = None,
+    population: str = "uniform",
 ) -> dict[str, object]:
     """Simulate ``runs`` random leaks and score the localiser; the report as a JSON-able dict.
 
     ``cache_dir``: keep (and reuse) the simulated records there (:func:`simulate`).
+    ``population``: where the leaks are drawn (:func:`draw_cases`).
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
@@ -422,7 +465,7 @@ def run(
     started = time.perf_counter()
     per_run: list[dict[str, object]] = []
     by_variant: dict[str, list[dict[str, object]]] = {name: [] for name in VARIANTS}
-    for case in draw_cases(site, runs, seed):
+    for case in draw_cases(site, runs, seed, population):
         records = simulate(site, case, cache_dir=cache_dir)
         check = incident_check(site, records, site_dir=site_dir)
         variants = estimate_variants(site, case, records, localiser)
@@ -453,6 +496,8 @@ def run(
         "site": site.id,
         "runs": runs,
         "seed": seed,
+        "population": population,
+        "leak_point_radius_m": LEAK_POINT_RADIUS_M if population == "leak_points" else None,
         "leak_start_s": LEAK_START_S,
         "estimate_after_s": ESTIMATE_AFTER_S,
         "window_s": config.window_s,
@@ -479,10 +524,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cache", type=Path, default=None, help="directory to keep simulated records in"
     )
+    parser.add_argument(
+        "--population",
+        choices=LEAK_POPULATIONS,
+        default="uniform",
+        help="where leaks are drawn: uniform along a line, or near the pipeline detectors",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"--runs must be >= 1, got {args.runs}")
-    report = run(runs=args.runs, seed=args.seed, site_dir=args.site, cache_dir=args.cache)
+    report = run(
+        runs=args.runs,
+        seed=args.seed,
+        site_dir=args.site,
+        cache_dir=args.cache,
+        population=args.population,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["summary"], indent=2))  # noqa: T201 - this is the command line

@@ -10,12 +10,14 @@ import pytest
 from pipesentinel.detection.gases import DEFAULT_LEL_BASIS
 from pipesentinel.detection.localisation import Localiser, pipeline_candidates
 from pipesentinel.hardware.validation import (
+    LEAK_POINT_RADIUS_M,
     VARIANTS,
     Case,
     draw_cases,
     estimate_variants,
     incident_check,
     main,
+    pipeline_detectors,
     simulate,
     summarise,
     summarise_populations,
@@ -53,6 +55,53 @@ def test_cases_are_reproducible_and_in_range(site: Site) -> None:
         assert 0.2 <= case.rate_kg_per_s <= 3.0
         assert 0.0 <= case.chainage_m <= site.pipeline(case.pipeline_id).length_m
         assert case.stability_class in {"B", "C", "D", "E", "F"}
+
+
+def test_leak_points_are_within_the_radius_of_a_detector_on_their_line(site: Site) -> None:
+    detectors = [
+        (detector.pipeline_id, detector.chainage_m)
+        for detector in site.gas_detectors
+        if detector.pipeline_id is not None and detector.chainage_m is not None
+    ]
+    assert len(detectors) == 20  # the reference site's pipeline detectors
+    assert pipeline_detectors(site) == detectors
+    cases = draw_cases(site, 200, seed=5, population="leak_points")
+    assert cases == draw_cases(site, 200, seed=5, population="leak_points")
+    uniform = draw_cases(site, 200, seed=5)
+    offsets = []
+    for case in cases:
+        assert 0.0 <= case.chainage_m <= site.pipeline(case.pipeline_id).length_m
+        nearest_m = min(
+            abs(case.chainage_m - chainage_m)
+            for pipeline_id, chainage_m in detectors
+            if pipeline_id == case.pipeline_id
+        )
+        assert nearest_m <= LEAK_POINT_RADIUS_M
+        offsets.append(nearest_m)
+        assert 0.2 <= case.rate_kg_per_s <= 3.0
+        assert case.stability_class in {"B", "C", "D", "E", "F"}
+    # Offsets spread over the radius, not all at the detector's foot; both lines drawn.
+    assert max(offsets) > 0.5 * LEAK_POINT_RADIUS_M
+    assert {case.pipeline_id for case in cases} == {p.id for p in site.pipelines}
+    # The uniform draw mostly lands far from every detector (the populations differ).
+    far = [
+        case
+        for case in uniform
+        if min(
+            abs(case.chainage_m - chainage_m)
+            for pipeline_id, chainage_m in detectors
+            if pipeline_id == case.pipeline_id
+        )
+        > LEAK_POINT_RADIUS_M
+    ]
+    assert len(far) > len(uniform) // 2
+
+
+def test_unknown_population_is_refused(site: Site, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="population"):
+        draw_cases(site, 3, seed=5, population="everywhere")
+    with pytest.raises(SystemExit):
+        main(["--runs", "1", "--population", "everywhere", "--out", str(tmp_path / "x.json")])
 
 
 def test_easy_leak_next_to_a_detector_is_found(site: Site, tmp_path: Path) -> None:
