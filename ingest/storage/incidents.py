@@ -9,7 +9,6 @@ opened, joined, localised, closed and by whom — is an audit trail.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,11 +51,7 @@ class IncidentStore(SqliteFile):
 
     def __init__(self, path: Path | str) -> None:
         super().__init__(path, what="incident store")
-        try:
-            self._database().executescript(_SCHEMA)
-        except sqlite3.Error as error:
-            self.close()
-            raise self._open_error(error) from error
+        self._apply_schema(_SCHEMA)
 
     def append(self, incidents: Sequence[Incident]) -> None:
         """Store new versions (one transaction); a version already stored is an error."""

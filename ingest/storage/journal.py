@@ -166,20 +166,7 @@ class SqliteAlarmJournal(SqliteFile):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, what="alarm journal", busy_timeout_s=BUSY_TIMEOUT_S)
-        try:
-            database = self._database()
-            (version,) = database.execute("PRAGMA user_version").fetchone()
-            if version > SCHEMA_VERSION:
-                self.close()
-                raise StorageError(
-                    f"alarm journal {self.path}: schema version {version} is newer than "
-                    f"{SCHEMA_VERSION}; refusing to open it"
-                )
-            database.executescript(_SCHEMA)
-            database.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (sqlite3.Error, OSError) as error:
-            self.close()
-            raise self._open_error(error) from error
+        self._apply_schema(_SCHEMA, version=SCHEMA_VERSION)
 
     # --- writing ---------------------------------------------------------------------------------
 

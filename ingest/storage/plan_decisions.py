@@ -469,20 +469,7 @@ class SqlitePlanDecisionLog(SqliteFile):
 
     def __init__(self, path: Path | str) -> None:
         super().__init__(path, what="plan decision journal", busy_timeout_s=BUSY_TIMEOUT_S)
-        try:
-            database = self._database()
-            (version,) = database.execute("PRAGMA user_version").fetchone()
-            if version > SCHEMA_VERSION:
-                self.close()
-                raise StorageError(
-                    f"plan decision journal {self.path}: schema version {version} is newer "
-                    f"than {SCHEMA_VERSION}; refusing to open it"
-                )
-            database.executescript(_SCHEMA)
-            database.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (sqlite3.Error, OSError) as error:
-            self.close()
-            raise self._open_error(error) from error
+        self._apply_schema(_SCHEMA, version=SCHEMA_VERSION)
 
     # --- writing ---------------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ incident comes back so that the next one is an ``Update`` that references it.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,11 +79,7 @@ class ResponseStore(SqliteFile):
 
     def __init__(self, path: Path | str) -> None:
         super().__init__(path, what="response store")
-        try:
-            self._database().executescript(_SCHEMA)
-        except sqlite3.Error as error:
-            self.close()
-            raise self._open_error(error) from error
+        self._apply_schema(_SCHEMA)
 
     def append(
         self,

@@ -58,6 +58,32 @@ class SqliteFile:
         """The error to raise when opening (or preparing the schema of) the file fails."""
         return StorageError(f"{self._what} {self.path}: cannot open: {error}")
 
+    def _apply_schema(self, script: str, *, version: int | None = None) -> None:
+        """Create the store's tables (idempotent script); with ``version``, refuse a newer file.
+
+        ``PRAGMA user_version`` holds the schema version: a file written by a newer version of
+        the store is refused (:class:`StorageError`), an older or new one is brought to
+        ``version``. Any failure closes the file and raises :class:`StorageError`.
+        """
+        try:
+            database = self._database()
+            if version is not None:
+                (found,) = database.execute("PRAGMA user_version").fetchone()
+                if found > version:
+                    raise StorageError(
+                        f"{self._what} {self.path}: schema version {found} is newer than "
+                        f"{version}; refusing to open it"
+                    )
+            database.executescript(script)
+            if version is not None:
+                database.execute(f"PRAGMA user_version={int(version)}")
+        except StorageError:
+            self.close()
+            raise
+        except (sqlite3.Error, OSError) as error:
+            self.close()
+            raise self._open_error(error) from error
+
     def _database(self) -> sqlite3.Connection:
         """The open connection; :class:`StorageError` once closed. Call with the lock held."""
         if self._connection is None:
