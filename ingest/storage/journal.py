@@ -18,7 +18,6 @@ returns, or none of them are. The schema is listed in ``docs/alarm-lifecycle.md`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sqlite3
@@ -28,6 +27,7 @@ from typing import Any, Final
 
 from pipesentinel.detection.alarms import AlarmEvent, AlarmState, EventType, JsonValue
 from pipesentinel.ingest.storage.base import StorageError
+from pipesentinel.ingest.storage.hash_chain import GENESIS_HASH, entry_hash, verify_chain
 from pipesentinel.ingest.storage.sqlite_file import SqliteFile
 
 __all__ = ["SCHEMA_VERSION", "JournalIntegrityError", "SqliteAlarmJournal"]
@@ -35,7 +35,6 @@ __all__ = ["SCHEMA_VERSION", "JournalIntegrityError", "SqliteAlarmJournal"]
 SCHEMA_VERSION: Final = 1
 BUSY_TIMEOUT_S: Final = 30.0  # how long a writer waits for another process's write lock [s]
 PAGE_ROWS: Final = 1000  # rows read per query when streaming the journal
-GENESIS_HASH: Final = "0" * 64  # the "previous hash" of the first entry
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS alarm_journal (
@@ -90,12 +89,6 @@ class JournalIntegrityError(StorageError):
 
 def _details_json(details: dict[str, JsonValue]) -> str:
     return json.dumps(details, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _entry_hash(previous_hash: str, row: Row) -> str:
-    """SHA-256 over the previous hash and the row's content (without its own hash)."""
-    content = json.dumps([previous_hash, *row], separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
 
 def _row(event: AlarmEvent) -> Row:
@@ -202,7 +195,7 @@ class SqliteAlarmJournal(SqliteFile):
                     previous_hash = GENESIS_HASH if previous is None else str(previous[0])
                     hashed = []
                     for row in rows:
-                        previous_hash = _entry_hash(previous_hash, row)
+                        previous_hash = entry_hash(previous_hash, row)
                         hashed.append((*row, previous_hash))
                     database.executemany(_INSERT, hashed)
                     database.execute("COMMIT")
@@ -300,23 +293,12 @@ class SqliteAlarmJournal(SqliteFile):
         JournalIntegrityError
             Naming the first entry whose hash, sequence or content does not check.
         """
-        previous_hash = GENESIS_HASH
-        expected_sequence = 1
-        count = 0
-        for row in self._rows():
-            if row[0] != expected_sequence:
-                raise JournalIntegrityError(
-                    f"alarm journal {self.path}: entry {row[0]} where {expected_sequence} was due"
-                )
-            _event(row[:12])
-            previous_hash = _entry_hash(previous_hash, tuple(row[:12]))
-            if row[12] != previous_hash:
-                raise JournalIntegrityError(
-                    f"alarm journal {self.path}: entry {row[0]}: hash does not match its content "
-                    "and the entries before it (the journal was altered)"
-                )
-            expected_sequence += 1
-            count += 1
-        return count
+        return verify_chain(
+            self._rows(),
+            width=12,
+            decode=_event,
+            error=JournalIntegrityError,
+            what=f"alarm journal {self.path}",
+        )
 
     # --- lifecycle -------------------------------------------------------------------------------

@@ -40,7 +40,6 @@ changed (None otherwise).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sqlite3
@@ -52,6 +51,7 @@ from typing import Any, Final
 
 from pipesentinel.detection.alarms import JsonValue
 from pipesentinel.ingest.storage.base import StorageError
+from pipesentinel.ingest.storage.hash_chain import GENESIS_HASH, entry_hash, verify_chain
 from pipesentinel.ingest.storage.sqlite_file import SqliteFile
 
 __all__ = [
@@ -69,7 +69,6 @@ __all__ = [
 
 SCHEMA_VERSION: Final = 1
 BUSY_TIMEOUT_S: Final = 30.0  # how long a writer waits for another process's write lock [s]
-GENESIS_HASH: Final = "0" * 64  # the "previous hash" of the first entry
 AUTOMATIC_ACTOR: Final = "pipesentinel"  # the "who" of automatic selections
 
 _SCHEMA: Final = """
@@ -424,12 +423,6 @@ def _details_json(details: dict[str, JsonValue]) -> str:
     return json.dumps(details, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def _entry_hash(previous_hash: str, row: Row) -> str:
-    """SHA-256 over the previous hash and the row's content (without its own hash)."""
-    content = json.dumps([previous_hash, *row], separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()
-
-
 def _decision(row: Row) -> PlanDecision:
     """The decision stored in ``row``; :class:`PlanDecisionIntegrityError` if malformed."""
     try:
@@ -626,7 +619,7 @@ class SqlitePlanDecisionLog(SqliteFile):
                 )
                 decision = _decision(row)
                 current = _apply(previous, decision)  # PlanDecisionError rolls back
-                database.execute(_INSERT, (*row, _entry_hash(previous_hash, row)))
+                database.execute(_INSERT, (*row, entry_hash(previous_hash, row)))
         except sqlite3.Error as error:
             raise StorageError(
                 f"plan decision journal {self.path}: {kind.value} of incident {incident_id!r} "
@@ -687,19 +680,10 @@ class SqlitePlanDecisionLog(SqliteFile):
         PlanDecisionIntegrityError
             Naming the first entry whose hash, sequence or content does not check.
         """
-        previous_hash = GENESIS_HASH
-        expected = 1
-        for row in self._read("ORDER BY sequence", ()):
-            if row[0] != expected:
-                raise PlanDecisionIntegrityError(
-                    f"plan decision journal {self.path}: entry {row[0]} where {expected} was due"
-                )
-            _decision(row[:9])
-            previous_hash = _entry_hash(previous_hash, tuple(row[:9]))
-            if row[9] != previous_hash:
-                raise PlanDecisionIntegrityError(
-                    f"plan decision journal {self.path}: entry {row[0]}: hash does not match its "
-                    "content and the entries before it (the journal was altered)"
-                )
-            expected += 1
-        return expected - 1
+        return verify_chain(
+            self._read("ORDER BY sequence", ()),
+            width=9,
+            decode=_decision,
+            error=PlanDecisionIntegrityError,
+            what=f"plan decision journal {self.path}",
+        )
