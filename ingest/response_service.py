@@ -161,10 +161,9 @@ class ResponseService:
                 self.stats.offered += 1
                 queued = self._pending.get(incident.id)
                 if queued is not None:
+                    self.stats.superseded += 1  # one of the two versions will not be answered
                     if queued.version >= incident.version:
-                        self.stats.superseded += 1
                         continue
-                    self.stats.superseded += 1
                 self._pending[incident.id] = incident
             self._condition.notify_all()
 
