@@ -8,12 +8,16 @@ STAMP := $(VENV)/.installed
 SUBPACKAGES := ingest detection plans simulation api hardware
 SUBPACKAGE_RE := ingest|detection|plans|simulation|api|hardware
 DEBIAN_SERVICES := mosquitto influxdb
+DEBIAN_RENDER := libegl1 libegl-mesa0 libgl1-mesa-dri
+CONSOLE := api/console
+CONSOLE_MODULES := $(CONSOLE)/node_modules/.installed
 
-.PHONY: help venv demo test test-all check format lint typecheck bench services clean
+.PHONY: help venv demo test test-all check format lint typecheck bench services render node clean
 
 help:
 	@echo "make demo   - set up .venv and run the demo (embedded broker, SQLite)"
-	@echo "make test   - install mosquitto/influxd if missing, then run the tests"
+	@echo "make test   - install mosquitto/influxd, EGL and the console's npm packages if missing,"
+	@echo "              then run the tests"
 	@echo "make check  - ruff format check, ruff lint, mypy --strict"
 	@echo "make bench  - benchmarks, JSON in bench/results/"
 
@@ -44,10 +48,48 @@ services:
 	  fi; \
 	fi
 
-test: $(STAMP) services
+# Off-screen 3D rendering (simulation/render.py): VTK renders headless through EGL, which needs
+# Mesa's EGL and DRI drivers (Debian packages below). Installed when missing and we are root.
+render:
+	@if command -v dpkg >/dev/null 2>&1; then \
+	  missing=""; \
+	  for package in $(DEBIAN_RENDER); do \
+	    dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; \
+	  done; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = "0" ]; then \
+	      echo "installing Debian packages:$$missing"; \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else \
+	      echo "NOTE: missing$$missing; run as root or: sudo apt-get install$$missing"; \
+	      echo "      off-screen rendering (tests/simulation/test_render.py) will fail."; \
+	    fi; \
+	  fi; \
+	fi
+
+# The console's npm packages (api/console/package-lock.json: the Khronos glTF validator the tests
+# run): Node.js from Debian when missing, then `npm ci` whenever the lock file is newer than the
+# installed node_modules.
+node: $(CONSOLE_MODULES)
+
+$(CONSOLE_MODULES): $(CONSOLE)/package.json $(CONSOLE)/package-lock.json
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing Debian packages: nodejs npm"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else \
+	    echo "NOTE: node/npm missing; run as root or: sudo apt-get install nodejs npm"; \
+	    echo "      the glTF validator test will be skipped."; \
+	  fi; \
+	fi
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(CONSOLE) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	fi
+
+test: $(STAMP) services render node
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: $(STAMP) services
+test-all: $(STAMP) services render node
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 format: $(STAMP)
@@ -71,8 +113,9 @@ typecheck: $(STAMP)
 
 check: lint typecheck
 
-bench: $(STAMP) services
+bench: $(STAMP) services render
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache var bench/results
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache var bench/results \
+	  $(CONSOLE)/node_modules
