@@ -131,6 +131,13 @@ class DetectionSettings(_Section):
     # call: 4.7k records per CPU second; 500 a call: 18k), so under load the rest makes the
     # steps larger and cheaper and leaves the GIL to the feed. 1: never rest (design choice).
     max_busy_fraction: float = Field(default=0.5, gt=0, le=1)
+    # QoS of the detection feed's subscription (pipesentinel.ingest.workers). 1: a persistent
+    # MQTT 5 session acknowledged once detection has the batch, so detection also sees what was
+    # published while it was away. 0: a clean MQTT 3.1.1 session, no acknowledgements, no
+    # MQTT 5 properties: about half the feed's MQTT cost per message (measured, see
+    # docs/architecture.md), but readings published while the feed is disconnected never reach
+    # detection (the storing ingest, always QoS 1, keeps them).
+    feed_qos: Literal[0, 1] = 0
 
 
 class ResponseSettings(_Section):
@@ -148,6 +155,26 @@ class ResponseSettings(_Section):
     cap_sender_name: str | None = None
     # CAP <status>: Actual alerts only in production unless set (an exercise says so).
     cap_status: Literal["Actual", "Exercise", "Test"] | None = None
+
+
+class ApiSettings(_Section):
+    """The HTTP API (``pipesentinel.api``, ``docs/api.md``): tokens, audit log, bind, limits."""
+
+    # Bearer tokens, stored hashed (SHA-256) with name and role; minted by pipesentinel.api.auth.
+    tokens_path: Path = Path("var/api_tokens.json")
+    audit_path: Path = Path("var/api_audit.sqlite3")  # append-only audit log of every write
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # Page limits (design choices): most items one list answer holds, most history points.
+    max_page_items: int = Field(default=500, ge=1)
+    max_history_points: int = Field(default=2000, ge=1)
+    # Longest history range one request may ask for: 31 days (design choice) [s].
+    max_history_range_s: float = Field(default=31 * 24 * 3600.0, gt=0)
+    # How far back "latest readings" look for a device's newest values (design choice) [s].
+    latest_lookback_s: float = Field(default=60.0, gt=0)
+    # WebSocket stream: messages waiting per client before that client is dropped as too slow
+    # (design choice: a few seconds of issue 3's 100x load in batches).
+    stream_queue_messages: int = Field(default=256, ge=1)
 
 
 class Settings(BaseSettings):
@@ -171,6 +198,7 @@ class Settings(BaseSettings):
     detection: DetectionSettings = DetectionSettings()
     notifications: NotificationSettings = NotificationSettings()
     response: ResponseSettings = ResponseSettings()
+    api: ApiSettings = ApiSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -400,6 +400,65 @@ def _fault_code(obj: Mapping[str, object]) -> str | None:
 # --- Per-kind decoders ----------------------------------------------------------------------------
 
 
+_GAS_REQUIRED_KEYS: Final = frozenset(GAS_REQUIRED_FIELDS)
+# Integers this small convert to float exactly and never overflow (IEEE 754 binary64) [-].
+_EXACT_FLOAT_INTEGER_MAX: Final = 2**53
+
+
+def _plain_gas_reading(
+    site_id: str,
+    detector: GasDetector,
+    obj: Mapping[str, object],
+    received_time_s: float,
+    limits: IngestSettings,
+) -> GasReading | None:
+    """The common case of :func:`_decode_gas` checked in one pass; ``None``: not that case.
+
+    Accepts only what the full checks accept (exactly the required fields, integer ``ts`` in the
+    window and ``seq`` in range, finite numbers in range, a known status) and builds the same
+    record with the same arithmetic; anything else, valid or not, goes through the full checks,
+    which produce the rejection and its detail (``tests/ingest/test_contract.py`` compares both).
+    Measured on a quiet reading of the alarm latency benchmark: 0.8 of the time of the full
+    checks (median of 40 alternating rounds of 1000 decodes on the shared 2-core VM).
+    """
+    if len(obj) != len(GAS_REQUIRED_FIELDS) or obj.keys() != _GAS_REQUIRED_KEYS:
+        return None
+    ts_ms = obj["ts"]
+    seq = obj["seq"]
+    status = obj["status"]
+    if type(ts_ms) is not int or type(seq) is not int or type(status) is not str:
+        return None
+    if not 0 <= seq <= SEQ_MAX or status not in _DEVICE_STATUS_OF_VALUE:
+        return None
+    if not (
+        MILLISECOND.from_si(received_time_s - limits.max_age_s)
+        <= ts_ms
+        <= MILLISECOND.from_si(received_time_s + limits.max_future_skew_s)
+    ):
+        return None
+    high_ppm = min(detector.full_scale_ppm * GAS_OVER_RANGE_FACTOR, PURE_GAS_PPM)
+    low_ppm = -detector.full_scale_ppm * GAS_UNDER_RANGE_FRACTION
+    fractions = []
+    for name in ("ch4_ppm", "c3h8_ppm"):
+        value = obj[name]
+        if type(value) is int and -_EXACT_FLOAT_INTEGER_MAX <= value <= _EXACT_FLOAT_INTEGER_MAX:
+            value = float(value)
+        if type(value) is not float or not low_ppm <= value <= high_ppm:
+            return None  # NaN and infinities fail the range test as well
+        fractions.append(PPM.to_si(value))
+    return GasReading(
+        site_id=site_id,
+        device_id=detector.id,
+        time_s=MILLISECOND.to_si(float(ts_ms)),
+        seq=seq,
+        methane_mole_fraction=fractions[0],
+        propane_mole_fraction=fractions[1],
+        status=_DEVICE_STATUS_OF_VALUE[status],
+        fault_code=None,
+        received_time_s=received_time_s,
+    )
+
+
 def _decode_gas(
     site_id: str,
     detector: GasDetector,
@@ -408,6 +467,20 @@ def _decode_gas(
     limits: IngestSettings,
 ) -> GasReading:
     obj = _load_object(payload, what="payload", structural=RejectReason.BAD_JSON)
+    reading = _plain_gas_reading(site_id, detector, obj, received_time_s, limits)
+    if reading is not None:
+        return reading
+    return _checked_gas_reading(site_id, detector, obj, received_time_s, limits)
+
+
+def _checked_gas_reading(
+    site_id: str,
+    detector: GasDetector,
+    obj: Mapping[str, object],
+    received_time_s: float,
+    limits: IngestSettings,
+) -> GasReading:
+    """Every check of a gas reading, each failure with its reason and detail."""
     _check_fields(obj, GAS_REQUIRED_FIELDS, GAS_OPTIONAL_FIELDS, "")
     time_s = _time_s(obj, received_time_s, limits, "")
     seq = _seq(obj, "")

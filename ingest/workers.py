@@ -43,6 +43,7 @@ from typing import Any, Final, Self
 from pipesentinel.alarm_config import AlarmConfig
 from pipesentinel.ingest.detection_service import DetectionService
 from pipesentinel.ingest.notifications import Notifier
+from pipesentinel.ingest.records import RejectReason
 from pipesentinel.ingest.response_service import (
     ResponseService,
     attach_response,
@@ -58,6 +59,9 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S: Final = 30.0  # a role that is not connected by then fails to start
 PROCESS_ANSWER_TIMEOUT_S: Final = 60.0  # beyond the connection: start-up and shut-down work
 STOP_TIMEOUT_S: Final = 30.0
+PROCESS_CPU_KEY: Final = "process_cpu_us"
+"""Key of the child's CPU time (user + system, all threads) in :meth:`ServiceProcess.counters`."""
+MICROSECONDS_PER_SECOND: Final = 1_000_000
 
 
 class Role(StrEnum):
@@ -71,6 +75,20 @@ def feed_settings(settings: Settings) -> Settings:
     """``settings`` with the broker client id of the detection process's feed."""
     broker = settings.broker.model_copy(update={"client_id": settings.detection.mqtt_client_id})
     return settings.model_copy(update={"broker": broker})
+
+
+def feed_protocol(settings: Settings, protocol: MqttProtocol | str) -> MqttProtocol:
+    """The feed's MQTT protocol: 3.1.1 for a QoS 0 feed unless ``protocol`` asks for 5.
+
+    A QoS 0 feed uses no MQTT 5 feature (no Receive Maximum, session expiry or subscription
+    options are needed without acknowledgements or a session), and paho 2.2 parses MQTT 5
+    properties on every PUBLISH (measured: 20 000 messages drained by bare paho, 73 us of CPU
+    per message with MQTT 5 and QoS 1, 38 with MQTT 3.1.1).
+    """
+    chosen = MqttProtocol(protocol)
+    if settings.detection.feed_qos == 0 and chosen is MqttProtocol.AUTO:
+        return MqttProtocol.V311
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -123,8 +141,9 @@ def detection_chain(
             sites=site,
             store=None,
             topic_filters=topic_filters,
-            protocol=protocol,
+            protocol=feed_protocol(settings, protocol),
             clock=clock,
+            subscription_qos=settings.detection.feed_qos,
         ) as feed,
     ):
         if responder is not None:
@@ -191,6 +210,8 @@ def storage_counters(service: IngestService) -> dict[str, int]:
     return {
         "accepted": stats.accepted,
         "rejected": stats.rejected,
+        # Redelivered copies (QoS 1 at least once) among the rejections: not new messages.
+        "duplicates": stats.rejected_by_reason.get(RejectReason.DUPLICATE, 0),
         "queue_overflows": stats.queue_overflows,
         "batches_written": stats.batches_written,
         "records_written": stats.records_written,
@@ -205,6 +226,7 @@ def detection_counters(chain: DetectionChain) -> dict[str, int]:
     return {
         "feed_accepted": feed.accepted,
         "feed_rejected": feed.rejected,
+        "feed_duplicates": feed.rejected_by_reason.get(RejectReason.DUPLICATE, 0),
         "feed_queue_overflows": feed.queue_overflows,
         "feed_batches": feed.batches_written,
         "detection_batches": detection.batches,
@@ -224,6 +246,11 @@ class _ProcessArguments:
     alarm_config: AlarmConfig | None
     topic_filters: tuple[str, ...] | None
     log_level: int
+
+
+def _with_cpu(counters: dict[str, int]) -> dict[str, int]:
+    """``counters`` and this process's CPU time so far [us] (:data:`PROCESS_CPU_KEY`)."""
+    return counters | {PROCESS_CPU_KEY: round(time.process_time() * MICROSECONDS_PER_SECOND)}
 
 
 def _process_main(connection: Connection, arguments: _ProcessArguments) -> None:
@@ -248,8 +275,8 @@ def _process_main(connection: Connection, arguments: _ProcessArguments) -> None:
                 request = connection.recv()
                 if request[0] == "stop":
                     break
-                connection.send(("stats", counters()))
-            final = counters()
+                connection.send(("stats", _with_cpu(counters())))
+            final = _with_cpu(counters())
         connection.send(("stopped", final))
     except Exception as error:
         logger.exception("%s process failed", role.value)

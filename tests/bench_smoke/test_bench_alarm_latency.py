@@ -11,11 +11,16 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import threading
+import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from pipesentinel.hardware.testbed import MosquittoProcess
 from pipesentinel.ingest.topics import MessageKind
@@ -28,6 +33,7 @@ PROBES = 2
 TOP_LEVEL_KEYS = {
     "benchmark",
     "loads",
+    "balance",
     "met",
     "samples_per_load",
     "probes",
@@ -54,7 +60,11 @@ TOP_LEVEL_KEYS = {
 }
 LOAD_KEYS = {
     "target_rate_msg_per_s",
+    "offered_rate_msg_per_s",
+    "offered_fraction_of_target",
+    "offered_short",
     "background_rate_msg_per_s",
+    "background_behind_messages",
     "probe_rate_msg_per_s",
     "nominal_probe_rate_msg_per_s",
     "achieved_rate_msg_per_s",
@@ -69,6 +79,7 @@ LOAD_KEYS = {
     "unmatched",
     "states",
     "dropped_or_rejected",
+    "cpu_us_per_message",
     "ingest_mean_batch_records",
     "detection_mean_batch_records",
     "keeps_up",
@@ -84,6 +95,12 @@ def bench_alarm_latency(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     # spawned and inherit sys.path, so they find the module too.
     monkeypatch.syspath_prepend(str(REPO_ROOT))
     return importlib.import_module("bench.alarm_latency")
+
+
+@pytest.fixture
+def mqtt_load(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    return importlib.import_module("bench.mqtt_load")
 
 
 def test_percentiles_of_hand_worked_values(bench_alarm_latency: ModuleType) -> None:
@@ -174,5 +191,100 @@ def test_run_reports_every_key_and_collects_samples(
             "detection_errors": 0,
         }
         assert figures["achieved_rate_msg_per_s"] > 0
-        assert figures["met"] is (latency["p99_ms"] < figures["goal_p99_ms"])
-    assert result["met"] is all(figures["met"] for figures in result["loads"].values())
+        assert figures["offered_short"] is (figures["offered_fraction_of_target"] < 0.95)
+        assert figures["met"] is (
+            latency["p99_ms"] < figures["goal_p99_ms"] and not figures["offered_short"]
+        )
+        cpu = figures["cpu_us_per_message"]
+        assert set(cpu) == {"storage_process", "detection_process", "broker", "load_generator"}
+        assert cpu["detection_process"] > 0
+        assert cpu["load_generator"] > 0
+        assert (cpu["storage_process"] is None) is (layout == "single")
+    # Nothing lost: every message the broker acknowledged was received, stored and detected.
+    balance = result["balance"]
+    assert balance["balanced"], balance
+    published = balance["published_acknowledged_by_broker"]
+    assert published == result["background_acknowledged"] + balance["probe_published"]
+    assert balance["storage_received"] == balance["feed_received"] == published
+    assert balance["storage_records_written"] == balance["storage_accepted"]
+    assert balance["detection_records"] == balance["feed_accepted"]
+    assert result["met"] is (
+        balance["balanced"] and all(figures["met"] for figures in result["loads"].values())
+    )
+
+
+# MQTT 3.1.1 section 2.2.3, Table 2.4: the first and last values of each remaining-length size.
+@pytest.mark.parametrize(
+    ("length", "encoded"),
+    [
+        (0, "00"),
+        (127, "7f"),
+        (128, "8001"),
+        (16_383, "ff7f"),
+        (16_384, "808001"),
+        (2_097_151, "ffff7f"),
+        (2_097_152, "80808001"),
+        (268_435_455, "ffffff7f"),
+    ],
+)
+def test_remaining_length_of_the_mqtt_table(
+    mqtt_load: ModuleType, length: int, encoded: str
+) -> None:
+    assert mqtt_load.remaining_length(length).hex() == encoded
+
+
+def test_publish_packet_and_puback_counting_across_split_reads(mqtt_load: ModuleType) -> None:
+    packet = mqtt_load.publish_packet(mqtt_load.topic_field("a/b"), 258, b"xyz")
+    # 0x32: PUBLISH QoS 1; remaining length 2 + 3 (topic) + 2 (packet id) + 3 (payload) = 10.
+    assert packet.hex() == "320a" + "0003" + b"a/b".hex() + "0102" + b"xyz".hex()
+    pubacks = b"\x40\x02\x00\x01" * 3
+    stream = pubacks + bytes.fromhex("d000") + pubacks  # a PINGRESP between them is skipped
+    counted = 0
+    rest = b""
+    for start in range(0, len(stream), 5):  # arrives in pieces that cut packets in two
+        acks, rest = mqtt_load._count_pubacks(rest + stream[start : start + 5])
+        counted += acks
+    assert (counted, rest) == (6, b"")
+    with pytest.raises(ValueError, match="outside"):
+        mqtt_load.remaining_length(2**28)
+
+
+def test_raw_publisher_delivers_every_message_once(
+    mqtt_load: ModuleType, mosquitto: MosquittoProcess, unique_site_id: str
+) -> None:
+    received: list[bytes] = []
+    subscribed = threading.Event()
+    subscriber = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
+    )
+
+    def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        received.append(bytes(message.payload))
+
+    def on_subscribe(*args: Any) -> None:
+        subscribed.set()
+
+    subscriber.on_message = on_message
+    subscriber.on_subscribe = on_subscribe
+    subscriber.connect(mosquitto.host, mosquitto.port)
+    subscriber.subscribe(f"{unique_site_id}/#", qos=1)
+    subscriber.loop_start()
+    try:
+        assert subscribed.wait(30)
+        topic = mqtt_load.topic_field(f"{unique_site_id}/load")
+        with mqtt_load.RawPublisher(
+            mosquitto.host, mosquitto.port, f"raw-{unique_site_id}", window=50
+        ) as pub:
+            for chunk in range(10):
+                pub.publish([(topic, b"%d" % (chunk * 40 + k)) for k in range(40)], timeout_s=30)
+            assert pub.drain(30)
+            assert (pub.published, pub.acknowledged, pub.error) == (400, 400, None)
+            with pytest.raises(ValueError, match="exceeds the window"):
+                pub.publish([(topic, b"x")] * 51, timeout_s=1)
+        deadline = time.monotonic() + 30
+        while len(received) < 400 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        subscriber.disconnect()
+        subscriber.loop_stop()
+    assert sorted(int(payload) for payload in received) == list(range(400))

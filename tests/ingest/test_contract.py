@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipesentinel.ingest import contract
 from pipesentinel.ingest.contract import (
     FRAME_PREFIX,
     GAS_OVER_RANGE_FACTOR,
@@ -1128,3 +1129,67 @@ def test_service_output_topics_are_recognised() -> None:
     assert not is_service_output("pipesentinel/v1/wanli/gas/alarms")
     assert not is_service_output("pipesentinel/v1//alarms")
     assert not is_service_output("other/v1/wanli/alarms")
+
+
+# The one-pass common case of the gas decoder must agree with the full checks on everything: a
+# value either side of every limit, wrong types, extra and missing fields, NaN and infinities.
+_GAS_LIMIT_PPM = (-0.25 * FULL_SCALE_PPM, 1.2 * FULL_SCALE_PPM)  # NE 43 floor, 20 % over-range
+_gas_numbers = (
+    st.floats(allow_nan=True, allow_infinity=True)
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from([*_GAS_LIMIT_PPM, *(math.nextafter(v, 0.0) for v in _GAS_LIMIT_PPM)])
+    | st.sampled_from([math.nextafter(v, math.copysign(math.inf, v)) for v in _GAS_LIMIT_PPM])
+    | st.booleans()
+    | st.text(max_size=3)
+    | st.none()
+)
+_ts_ms = st.integers(TS_MS - 8 * 86_400_000, TS_MS + 400_000) | st.booleans() | st.floats()
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ts=_ts_ms,
+    seq=st.integers(-2, 2**64) | st.floats() | st.booleans(),
+    ch4=_gas_numbers,
+    c3h8=_gas_numbers,
+    status=st.sampled_from(["ok", "fault", "warmup", "OK", "", 1]),
+    extra=st.sampled_from([{}, {"fault_code": "E1"}, {"x": 1}, {"ts": ...}, {"status": ...}]),
+)
+def test_the_gas_fast_path_agrees_with_the_full_checks(
+    *, ts: object, seq: object, ch4: object, c3h8: object, status: object, extra: dict[str, Any]
+) -> None:
+    fields = {"ts": ts, "seq": seq, "ch4_ppm": ch4, "c3h8_ppm": c3h8, "status": status} | extra
+    payload = gas_payload(**fields)
+    detector = SITE.device(GAS_ID)
+    assert isinstance(detector, GasDetector)
+    try:
+        obj = contract._load_object(payload, what="payload", structural=RejectReason.BAD_JSON)
+        full: object = contract._checked_gas_reading(SITE_ID, detector, obj, RECEIVED_S, LIMITS)
+    except contract._InvalidError as invalid:
+        full = (invalid.reason, invalid.detail)
+    result = decode(GAS_TOPIC, payload, RECEIVED_S, sites=SITE, limits=LIMITS)
+    if isinstance(result, Rejection):
+        assert (result.reason, result.detail) == full
+    else:
+        assert result == full
+
+
+def test_a_plain_gas_reading_takes_the_fast_path() -> None:
+    obj = json.loads(gas_payload())
+    detector = SITE.device(GAS_ID)
+    assert isinstance(detector, GasDetector)
+    fast = contract._plain_gas_reading(SITE_ID, detector, obj, RECEIVED_S, LIMITS)
+    # Hand-worked: ts 1.7e12 ms = 1.7e9 s; 2500 ppm = 2.5e-3 mol/mol; 0 ppm propane.
+    assert fast == GasReading(
+        site_id=SITE_ID,
+        device_id=GAS_ID,
+        time_s=1_700_000_000.0,
+        seq=7,
+        methane_mole_fraction=2.5e-3,
+        propane_mole_fraction=0.0,
+        status=DeviceStatus.OK,
+        fault_code=None,
+        received_time_s=RECEIVED_S,
+    )
+    with_fault = json.loads(gas_payload(status="fault", fault_code="E1"))
+    assert contract._plain_gas_reading(SITE_ID, detector, with_fault, RECEIVED_S, LIMITS) is None

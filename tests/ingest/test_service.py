@@ -896,11 +896,23 @@ class BatchSink:
 
 
 def start_feed(
-    broker: MosquittoProcess, tmp_path: Path, site: Site, sink: BatchSink, **ingest: Any
+    broker: MosquittoProcess,
+    tmp_path: Path,
+    site: Site,
+    sink: BatchSink,
+    *,
+    subscription_qos: int = 1,
+    protocol: MqttProtocol = MqttProtocol.AUTO,
+    **ingest: Any,
 ) -> IngestService:
     settings = make_settings(broker.url, tmp_path, f"feed-{site.id}", **ingest)
     service = IngestService(
-        settings=settings, sites=site, store=None, topic_filters=(f"{TOPIC_ROOT}/{site.id}/#",)
+        settings=settings,
+        sites=site,
+        store=None,
+        topic_filters=(f"{TOPIC_ROOT}/{site.id}/#",),
+        subscription_qos=subscription_qos,
+        protocol=protocol,
     )
     service.subscribe(sink)
     service.start()
@@ -1016,3 +1028,51 @@ def test_a_feed_counts_an_overflow_and_lets_the_message_go(
         feed.stop()
     assert sink.count() == 30 - stats.queue_overflows
     assert not (tmp_path / "dead_letter.sqlite3").exists()
+
+
+def test_only_a_feed_may_subscribe_with_qos_0(tmp_path: Path, site: Site) -> None:
+    settings = make_settings("mqtt://127.0.0.1:1883", tmp_path, "storing")
+    store = SQLiteStore(tmp_path / "telemetry.sqlite3")
+    try:
+        with pytest.raises(ValueError, match="QoS 0 would lose readings"):
+            IngestService(settings=settings, sites=site, store=store, subscription_qos=0)
+    finally:
+        store.close()
+    with pytest.raises(ValueError, match="must be 0 or 1"):
+        IngestService(settings=settings, sites=site, store=None, subscription_qos=2)
+
+
+@pytest.mark.parametrize("protocol", [MqttProtocol.V311, MqttProtocol.V5])
+def test_a_qos_0_feed_acknowledges_nothing_and_keeps_no_session(
+    mosquitto: MosquittoProcess,
+    publisher: Publisher,
+    tmp_path: Path,
+    site: Site,
+    protocol: MqttProtocol,
+) -> None:
+    first_sink, second_sink = BatchSink(), BatchSink()
+    gas_topic = device_topic(site.id, MessageKind.GAS, GAS_ID)
+    feed = start_feed(mosquitto, tmp_path, site, first_sink, subscription_qos=0, protocol=protocol)
+    try:
+        for seq in range(10):
+            publisher.publish(gas_topic, gas_json(seq))  # QoS 1 from the device
+        stats = wait_for(feed, lambda stats: stats.accepted == 10)
+        assert stats.protocol == protocol.value
+        assert feed.wait_idle(WAIT_S)
+        assert feed.stats().unacknowledged == 0
+    finally:
+        feed.stop()
+    assert sorted(r.seq for r in first_sink.records if isinstance(r, GasReading)) == list(range(10))
+    # The stated loss of a QoS 0 feed: what is published while it is away never reaches it (the
+    # storing service's QoS 1 session keeps it); it takes what comes after it is back.
+    for seq in range(10, 15):
+        publisher.publish(gas_topic, gas_json(seq))
+    feed = start_feed(mosquitto, tmp_path, site, second_sink, subscription_qos=0, protocol=protocol)
+    try:
+        for seq in range(15, 18):
+            publisher.publish(gas_topic, gas_json(seq))
+        stats = wait_for(feed, lambda stats: stats.accepted == 3)
+        assert feed.wait_idle(WAIT_S)
+    finally:
+        feed.stop()
+    assert sorted(r.seq for r in second_sink.records if isinstance(r, GasReading)) == [15, 16, 17]

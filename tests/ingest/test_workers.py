@@ -15,12 +15,15 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from pipesentinel.alarm_config import AlarmConfig
 from pipesentinel.hardware.testbed import MosquittoProcess
+from pipesentinel.ingest.service import MqttProtocol
 from pipesentinel.ingest.storage.sqlite import SQLiteStore
 from pipesentinel.ingest.topics import TOPIC_ROOT
 from pipesentinel.ingest.workers import (
+    PROCESS_CPU_KEY,
     Role,
     ServiceProcess,
     detection_chain,
+    feed_protocol,
     feed_settings,
 )
 from pipesentinel.settings import Settings
@@ -108,6 +111,16 @@ def test_the_feed_has_its_own_client_id() -> None:
     assert feed_settings(settings).ingest == settings.ingest
 
 
+def test_a_qos_0_feed_speaks_mqtt_311_unless_told_otherwise() -> None:
+    qos0 = Settings(detection={"feed_qos": 0})
+    qos1 = Settings(detection={"feed_qos": 1})
+    assert Settings().detection.feed_qos == 0  # the default: see docs/architecture.md
+    assert feed_protocol(qos0, MqttProtocol.AUTO) is MqttProtocol.V311
+    assert feed_protocol(qos0, "5") is MqttProtocol.V5
+    assert feed_protocol(qos1, MqttProtocol.AUTO) is MqttProtocol.AUTO
+    assert feed_protocol(qos1, MqttProtocol.V311) is MqttProtocol.V311
+
+
 def test_storage_process_stores_and_detection_alarms_from_the_same_messages(
     mosquitto: MosquittoProcess, tmp_path: Path, unique_site_id: str
 ) -> None:
@@ -137,6 +150,7 @@ def test_storage_process_stores_and_detection_alarms_from_the_same_messages(
             assert chain.feed.wait_connected(WAIT_S)
             assert chain.notifier.wait_connected(WAIT_S)
             assert not chain.feed.stores
+            assert chain.feed.stats().protocol == MqttProtocol.V311.value  # the QoS 0 default
             for seq in range(1, READINGS + 1):
                 body = {
                     "ts": round(time.time() * 1000),
@@ -153,6 +167,7 @@ def test_storage_process_stores_and_detection_alarms_from_the_same_messages(
             assert alarm["priority"] == "high"
             counters = _wait_counters(storage, "records_written", READINGS)
             assert counters["accepted"] == READINGS
+            assert counters[PROCESS_CPU_KEY] > 0  # the child's own CPU time [us]
             assert counters["rejected"] == counters["queue_overflows"] == 0
             assert chain.feed.wait_idle(WAIT_S)
             assert chain.feed.stats().accepted == READINGS
