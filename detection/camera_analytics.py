@@ -54,7 +54,7 @@ from pipesentinel.camera_geometry import (
     project_points,
 )
 from pipesentinel.ingest.records import CameraChannel, CameraFrame, DeviceStatus, LaserReading
-from pipesentinel.site import Camera, Site
+from pipesentinel.site import Camera, DetectorPlacement, Site
 from pipesentinel.units import CENTIKELVIN, PPM_M
 
 FloatArray = NDArray[np.float64]
@@ -1292,9 +1292,12 @@ class CameraCoverage:
         Per pipeline id, chainage intervals within the right-of-way half-width of the beam's
         ground track [m].
     zones
-        Gas zones covered by the thermal and visible channels.
+        Gas zones covered by the thermal and visible channels: a zone with a detector in view,
+        or within the zone radius of a seen pipeline point, or whose pipeline segment (the
+        segment its leak-point detectors sit in) is in view.
     laser_zones
-        Gas zones with a detector within the zone radius of the beam's ground track.
+        Gas zones with a detector within the zone radius of the beam's ground track, or whose
+        pipeline segment the beam crosses (within the right-of-way half-width).
     """
 
     camera_id: str
@@ -1379,6 +1382,9 @@ def camera_coverage(
     in_view: dict[str, tuple[tuple[float, float], ...]] = {}
     on_beam: dict[str, tuple[tuple[float, float], ...]] = {}
     seen_points: list[FloatArray] = []
+    zones_in_view: set[str] = set()
+    zones_on_beam: set[str] = set()
+    segment_zones = _segment_zones(site)
     for pipeline in site.pipelines:
         count = max(2, math.ceil(pipeline.length_m / sample_spacing_m) + 1)
         chainage = np.linspace(0.0, pipeline.length_m, count)
@@ -1392,6 +1398,16 @@ def camera_coverage(
             seen_points.append(points[visible])
         if np.any(beam):
             on_beam[pipeline.id] = _intervals(chainage, beam)
+        # Segment of every sample: the zone of a segment's leak-point detectors is the segment.
+        bounds = np.array([segment.end_chainage_m for segment in pipeline.segments[:-1]])
+        segment_of_sample = np.searchsorted(bounds, chainage, side="right")
+        for index, segment in enumerate(pipeline.segments):
+            zones_here = segment_zones.get(segment.id, ())
+            in_segment = segment_of_sample == index
+            if np.any(visible & in_segment):
+                zones_in_view.update(zones_here)
+            if np.any(beam & in_segment):
+                zones_on_beam.update(zones_here)
     seen = np.concatenate(seen_points) if seen_points else np.zeros((0, 2))
     zones: list[str] = []
     laser_zones: list[str] = []
@@ -1405,9 +1421,12 @@ def camera_coverage(
                 <= zone_radius_m
             )
         )
-        if np.any(head_visible) or near_seen:
+        if np.any(head_visible) or near_seen or zone in zones_in_view:
             zones.append(zone)
-        if np.any(_segment_distance_m(heads, track_start, track_end) <= zone_radius_m):
+        if (
+            np.any(_segment_distance_m(heads, track_start, track_end) <= zone_radius_m)
+            or zone in zones_on_beam
+        ):
             laser_zones.append(zone)
     return CameraCoverage(
         camera_id=camera.id,
@@ -1417,6 +1436,26 @@ def camera_coverage(
         zones=tuple(zones),
         laser_zones=tuple(laser_zones),
     )
+
+
+def _segment_zones(site: Site) -> dict[str, tuple[str, ...]]:
+    """Voting zones of the leak-point detectors on each pipeline segment, by segment id.
+
+    A leak-point detector votes, by default, in the zone named after the segment it sits on
+    (``docs/site-model.md``); the zone stands for the whole segment between its block valves, so a
+    camera that watches any part of the segment watches the zone.
+    """
+    zones: dict[str, dict[str, None]] = {}
+    for detector in site.gas_detectors:
+        if (
+            detector.placement is not DetectorPlacement.PIPELINE
+            or detector.pipeline_id is None
+            or detector.chainage_m is None
+        ):
+            continue
+        segment = site.pipeline(detector.pipeline_id).segment_at_chainage(detector.chainage_m)
+        zones.setdefault(segment.id, {})[detector.zone] = None
+    return {segment_id: tuple(found) for segment_id, found in zones.items()}
 
 
 def site_camera_coverage(site: Site, **options: float) -> dict[str, CameraCoverage]:

@@ -5,7 +5,8 @@ that the ingest hands on (``docs/detection.md``)::
 
     records ─▶ health (faults are not gas) ─▶ gas thresholds (faulty readings masked)
             └▶ camera analytics (thermal, visible, laser)
-    ─▶ zone vote (1ooN suspects, 2ooN confirms, camera confirms a HIGH, faults degrade)
+    ─▶ zone vote (1ooN or a camera suspects, 2ooN confirms, camera confirms a HIGH, faults
+       degrade; a faulted camera never counts)
     ─▶ alarm conditions (level-based: what should be active now) ─▶ alarm manager (ISA-18.2,
        journaled) ─▶ alarm events
     ─▶ incidents (confirmed zones; evidence; localisation every ``localisation_interval_s``)
@@ -52,7 +53,7 @@ from pipesentinel.detection.camera_analytics import (
 )
 from pipesentinel.detection.gases import PERCENT, LelBasis, mole_fraction_to_percent_lel
 from pipesentinel.detection.health import HealthFaultKind, HealthMonitor, HealthParameters
-from pipesentinel.detection.incidents import Evidence, Incident, IncidentTracker
+from pipesentinel.detection.incidents import Evidence, Incident, IncidentError, IncidentTracker
 from pipesentinel.detection.localisation import (
     LocalisationResult,
     Localiser,
@@ -109,7 +110,11 @@ ALARM_TYPE_NAMES: Final = {
 }
 
 CAMERA_GAS_KINDS: Final = frozenset({DetectionKind.COLD_PLUME, DetectionKind.LASER_GAS})
-"""Camera detections that see gas (and so can confirm a HIGH alarm in a zone they cover)."""
+"""Camera detections that see gas: alone they make a zone they cover suspected, with a HIGH
+alarm in it confirmed (:mod:`pipesentinel.detection.voting`)."""
+
+OPERATOR_CONFIRM: Final = "operator.confirm"
+"""Evidence kind of a zone confirmed by hand (:meth:`DetectionEngine.confirm_zone`)."""
 
 CAMERA_ALARMS: Final[Mapping[DetectionKind, tuple[AlarmKind, Priority]]] = {
     DetectionKind.COLD_PLUME: (AlarmKind.GAS, Priority.MEDIUM),
@@ -231,6 +236,18 @@ class DetectionEngine:
         self._started_s: float | None = None
         self._now_s = -math.inf
         self._camera_seen: dict[str, tuple[float, float, CameraDetection]] = {}
+        # Evidence of the gas and camera conditions still active, by alarm id: what a zone's
+        # incident rests on when it opens (or the zone joins) after the evidence first appeared.
+        self._standing: dict[str, tuple[Evidence, ...]] = {}
+        self._zone_standing: dict[str, list[Evidence]] = {}
+        # Zones a duty officer confirmed by hand: their confirmed_leak condition holds while an
+        # open incident has them (zone -> what to tell people).
+        self._operator_confirmed: dict[str, str] = {
+            item.zone: f"zone {item.zone}: confirmed by {item.source_id}: {item.detail}"
+            for incident in self.tracker.open_incidents()
+            for item in incident.evidence
+            if item.kind == OPERATOR_CONFIRM and item.zone is not None
+        }
         self._recent: deque[Record] = deque()
         self._last_localised: dict[str, float] = {}
         self._last_vote: ZoneVote | None = None
@@ -256,7 +273,7 @@ class DetectionEngine:
                     AlarmKind.SUSPECTED_LEAK,
                     Priority.HIGH,
                     False,
-                    "Suspected leak: one detector at LOW",
+                    "Suspected leak: one detector at LOW, or a camera sees gas",
                 ),
                 (
                     "blind",
@@ -360,11 +377,13 @@ class DetectionEngine:
         if gas:
             per_reading = fault_mask[[self._detector_index[r.device_id] for r in gas]]
             result = self.thresholds.evaluate_readings(gas, fault=per_reading)
-            gas_evidence = [
-                self._gas_evidence(transition)
-                for transition in result.transitions.to_list(self.table.detector_ids)
-                if transition.became_active and transition.alarm is not AlarmType.RATE_OF_RISE
-            ]
+            for transition in result.transitions.to_list(self.table.detector_ids):
+                if not transition.became_active or transition.alarm is AlarmType.RATE_OF_RISE:
+                    continue
+                item = self._gas_evidence(transition)
+                gas_evidence.append(item)
+                alarm_id = gas_alarm_id(transition.detector_id, transition.gas, transition.alarm)
+                self._standing[alarm_id] = (item,)
         detections: list[CameraDetection] = []
         if self.settings.camera_analytics:
             camera_records = [r for r in records if isinstance(r, CameraFrame | LaserReading)]
@@ -418,7 +437,7 @@ class DetectionEngine:
             )
             alarm_id = camera_alarm_id(detection.camera_id, detection.kind)
             if alarm_id not in self._camera_seen and detection.kind in CAMERA_GAS_KINDS:
-                evidence.extend(
+                items = tuple(
                     Evidence(
                         time_s=detection.time_s,
                         source_id=detection.camera_id,
@@ -429,6 +448,8 @@ class DetectionEngine:
                     )
                     for zone in self._zones_seen_by(detection)
                 )
+                evidence.extend(items)
+                self._standing[alarm_id] = items
             self._camera_seen[alarm_id] = (now_s, period * CAMERA_HOLD_PERIODS, detection)
         return evidence
 
@@ -458,15 +479,8 @@ class DetectionEngine:
     def _conclude(self, now_s: float, evidence: list[Evidence]) -> EngineOutput:
         """From the current state to alarm conditions, alarm events and incidents."""
         wanted: dict[str, _Wanted] = {}
-        # Camera conditions that are still held.
-        camera_gas_zones: set[str] = set()
-        for alarm_id, (seen_s, hold_s, detection) in list(self._camera_seen.items()):
-            if now_s - seen_s > hold_s:
-                del self._camera_seen[alarm_id]
-                continue
-            wanted[alarm_id] = _Wanted(detection.confidence, _describe_detection(detection))
-            if detection.kind in CAMERA_GAS_KINDS:
-                camera_gas_zones.update(self._zones_seen_by(detection))
+        faulted_cameras = self._faulted_cameras()
+        camera_gas_zones = self._camera_conditions(now_s, wanted, faulted_cameras)
         # Device faults.
         faults = self.health.faults_by_device()
         self._warming_up = {
@@ -501,6 +515,8 @@ class DetectionEngine:
             )
         result = self._vote(active, camera_gas_zones, wanted, in_grace=in_grace)
         events = self._tell(wanted, now_s)
+        standing = self._standing_by_zone(wanted, faulted_cameras)
+        evidence = [item for item in evidence if item.source_id not in faulted_cameras]
         gases_by_zone: dict[str, list[str]] = {}
         for d, g in zip(
             *np.nonzero(active[:, :, AlarmType.LOW] | active[:, :, AlarmType.HIGH]), strict=True
@@ -508,20 +524,75 @@ class DetectionEngine:
             zone = self.site.gas_detectors[int(d)].zone
             gases_by_zone.setdefault(zone, []).append(GASES[int(g)].value)
         incidents = self.tracker.update(
-            now_s, result, evidence=evidence, gases_by_zone=gases_by_zone
+            now_s, result, evidence=evidence, gases_by_zone=gases_by_zone, standing=standing
         )
         incidents = self._merge_versions(incidents, self._localise(now_s))
         return EngineOutput(events, incidents)
 
+    def _camera_conditions(
+        self, now_s: float, wanted: dict[str, _Wanted], faulted_cameras: frozenset[str]
+    ) -> dict[str, set[str]]:
+        """Camera conditions still held, into ``wanted``; zones a healthy camera sees gas in.
+
+        Returns the channels per zone, e.g. ``{"P1-S1": {"CAM1 laser"}}``.
+        """
+        camera_gas_zones: dict[str, set[str]] = {}
+        for alarm_id, (seen_s, hold_s, detection) in list(self._camera_seen.items()):
+            if now_s - seen_s > hold_s:
+                del self._camera_seen[alarm_id]
+                continue
+            if detection.kind in CAMERA_GAS_KINDS:
+                if detection.camera_id in faulted_cameras:
+                    continue  # a faulted camera's gas is neither an alarm nor a vote (held)
+                source = f"{detection.camera_id} {detection.channel.value}"
+                for zone in self._zones_seen_by(detection):
+                    camera_gas_zones.setdefault(zone, set()).add(source)
+            wanted[alarm_id] = _Wanted(detection.confidence, _describe_detection(detection))
+        return camera_gas_zones
+
+    def _standing_by_zone(
+        self, wanted: Mapping[str, _Wanted], faulted_cameras: frozenset[str]
+    ) -> dict[str, list[Evidence]]:
+        """Evidence of the conditions still active, per zone, oldest first.
+
+        A faulted camera's is not evidence, though it is kept until the camera recovers or its
+        hold ends.
+        """
+        self._standing = {
+            key: items
+            for key, items in self._standing.items()
+            if key in wanted or key in self._camera_seen
+        }
+        standing: dict[str, list[Evidence]] = {}
+        for items in self._standing.values():
+            for item in items:
+                if item.zone is not None and item.source_id not in faulted_cameras:
+                    standing.setdefault(item.zone, []).append(item)
+        for zone_items in standing.values():
+            zone_items.sort(key=lambda item: item.time_s)
+        self._zone_standing = standing
+        return standing
+
+    def _faulted_cameras(self) -> frozenset[str]:
+        """Cameras with any active fault (blocked beam, offline, self-reported, ...)."""
+        mask = self.health.camera_fault_mask()
+        return frozenset(
+            camera.id for camera, on in zip(self.site.cameras, mask, strict=True) if on
+        )
+
     def _vote(
         self,
         active: BoolArray,
-        camera_gas_zones: set[str],
+        camera_gas_zones: Mapping[str, set[str]],
         wanted: dict[str, _Wanted],
         *,
         in_grace: bool,
     ) -> ZoneVote:
-        """Vote every zone; add the zone conditions to ``wanted``."""
+        """Vote every zone; add the zone conditions to ``wanted``.
+
+        ``camera_gas_zones`` names, per zone, the healthy camera channels that see gas in it
+        (``"CAM1 laser"``).
+        """
         low: BoolArray = np.any(active[:, :, AlarmType.LOW], axis=1)
         high: BoolArray = np.any(active[:, :, AlarmType.HIGH], axis=1)
         cameras = np.array([zone in camera_gas_zones for zone in self.zones.zone_ids])
@@ -530,7 +601,10 @@ class DetectionEngine:
             low_active=low,
             high_active=high,
             in_fault=self._gas_fault_mask(in_grace=in_grace),
-            camera_confirms=cameras,
+            camera_gas=cameras,
+            camera_sources=[
+                ", ".join(sorted(camera_gas_zones.get(zone, ()))) for zone in self.zones.zone_ids
+            ],
         )
         self._last_vote = result
         warming = np.array([d.id in self._warming_up for d in self.site.gas_detectors])
@@ -547,6 +621,14 @@ class DetectionEngine:
             ):
                 if flag:
                     wanted[zone_alarm_id(zone, what)] = _Wanted(None, reason)
+        # Zones confirmed by hand stay confirmed while an open incident has them.
+        in_incidents = {z for incident in self.tracker.open_incidents() for z in incident.zones}
+        for zone in list(self._operator_confirmed):
+            if zone not in in_incidents:
+                del self._operator_confirmed[zone]
+            elif not result.confirmed[self.zones.zone_ids.index(zone)]:
+                text = self._operator_confirmed[zone]
+                wanted[zone_alarm_id(zone, "confirmed_leak")] = _Wanted(None, text)
         return result
 
     def _gas_fault_mask(self, *, in_grace: bool) -> BoolArray:
@@ -687,6 +769,39 @@ class DetectionEngine:
         return self.alarms.unshelve(
             alarm_id, user=user, time_s=self._advance(time_s), reason=reason
         )
+
+    def confirm_zone(self, zone: str, *, user: str, reason: str, time_s: float) -> EngineOutput:
+        """A duty officer confirms a suspected zone by hand.
+
+        Opens an incident for the zone (or the zone joins the open incident it belongs to, or
+        one nearby), with evidence of kind ``"operator.confirm"`` naming the user and the reason
+        besides the zone's standing evidence, and raises the zone's ``confirmed_leak`` alarm
+        (journaled; its detail names the user), which holds while the incident is open. Only a
+        zone the latest vote holds suspected can be confirmed: ``IncidentError`` otherwise, or
+        without a user and a reason.
+        """
+        if not user.strip() or not reason.strip():
+            raise IncidentError(f"confirming zone {zone} needs a user and a reason")
+        if zone not in self.zones.zone_ids:
+            raise IncidentError(f"no voting zone {zone!r} in site {self.site.id!r}")
+        vote_now = self._last_vote
+        position = self.zones.zone_ids.index(zone)
+        if vote_now is None or not vote_now.suspected[position]:
+            raise IncidentError(f"zone {zone} is not suspected: nothing to confirm")
+        now_s = self._advance(time_s)
+        text = f"confirmed by {user}: {reason}"
+        evidence = Evidence(
+            time_s=now_s, source_id=user, kind=OPERATOR_CONFIRM, detail=reason, zone=zone
+        )
+        incident = self.tracker.confirm(
+            zone,
+            evidence,
+            vote_reason=f"{vote_now.reason(position)}; {text}",
+            standing=self._zone_standing.get(zone, ()),
+        )
+        self._operator_confirmed[zone] = f"zone {zone}: {text}"
+        output = self._conclude(now_s, [])
+        return EngineOutput(output.alarm_events, self._merge_versions([incident], output.incidents))
 
     def close_incident(
         self, incident_id: str, *, user: str, reason: str, time_s: float

@@ -151,6 +151,14 @@ class IncidentError(ValueError):
     """An operator action on an incident that is not allowed in its state."""
 
 
+def _bounded(evidence: tuple[Evidence, ...]) -> tuple[Evidence, ...]:
+    """The first and the latest items, at most :data:`MAX_EVIDENCE_PER_INCIDENT` in all."""
+    if len(evidence) <= MAX_EVIDENCE_PER_INCIDENT:
+        return evidence
+    half = MAX_EVIDENCE_PER_INCIDENT // 2
+    return (*evidence[:half], *evidence[-half:])
+
+
 def _zone_distances_m(site: Site, index: ZoneIndex) -> FloatArray:
     """Smallest horizontal distance between detectors of each pair of zones [m]."""
     positions = np.array([detector.position_m[:2] for detector in site.gas_detectors])
@@ -227,6 +235,7 @@ class IncidentTracker:
         *,
         evidence: Sequence[Evidence] = (),
         gases_by_zone: Mapping[str, Sequence[str]] | None = None,
+        standing: Mapping[str, Sequence[Evidence]] | None = None,
     ) -> list[Incident]:
         """Apply a zone vote; returns the incidents opened or changed (new versions).
 
@@ -240,8 +249,15 @@ class IncidentTracker:
             New observations (they are attached to the incident of their zone).
         gases_by_zone
             Gases seen at LOW or above, per zone.
+        standing
+            Per zone, the evidence of the conditions still active there (a detector at LOW or
+            HIGH, a camera seeing gas), whenever it first appeared: attached when the zone opens
+            an incident or joins one, so that an incident confirmed after its first evidence
+            still rests on it.
         """
         gases_by_zone = gases_by_zone or {}
+        standing = standing or {}
+        fresh = set(evidence)
         versions_before = {key: item.version for key, item in self._incidents.items()}
         changed: dict[str, Incident] = {}
 
@@ -259,7 +275,7 @@ class IncidentTracker:
                     status=IncidentStatus.OPEN,
                     zones=(zone_id,),
                     gases=tuple(gases_by_zone.get(zone_id, ())),
-                    evidence=(),
+                    evidence=tuple(e for e in standing.get(zone_id, ()) if e not in fresh),
                     vote_reasons={zone_id: reason},
                     timeline=((time_s, f"opened: {reason}"),),
                     active_zones=(zone_id,),
@@ -268,10 +284,21 @@ class IncidentTracker:
                 changed[incident.id] = incident
                 continue
             if zone_id not in incident.zones:
+                held = incident.evidence
                 incident = replace(
                     incident,
                     zones=(*incident.zones, zone_id),
                     timeline=(*incident.timeline, (time_s, f"zone joined: {reason}")),
+                    evidence=_bounded(
+                        (
+                            *held,
+                            *(
+                                e
+                                for e in standing.get(zone_id, ())
+                                if e not in fresh and e not in held
+                            ),
+                        )
+                    ),
                 )
                 changed[incident.id] = incident
             self._incidents[incident.id] = incident
@@ -310,11 +337,7 @@ class IncidentTracker:
             )
             if target is None:
                 continue
-            kept = (*target.evidence, item)
-            if len(kept) > MAX_EVIDENCE_PER_INCIDENT:
-                half = MAX_EVIDENCE_PER_INCIDENT // 2
-                kept = (*kept[:half], *kept[-half:])
-            target = replace(target, evidence=kept)
+            target = replace(target, evidence=_bounded((*target.evidence, item)))
             changed[target.id] = target
             self._incidents[target.id] = target
         stamped: list[Incident] = []
@@ -329,6 +352,66 @@ class IncidentTracker:
             self._incidents[incident.id] = stamped_incident
             stamped.append(stamped_incident)
         return stamped
+
+    def confirm(
+        self,
+        zone: str,
+        evidence: Evidence,
+        *,
+        vote_reason: str,
+        standing: Sequence[Evidence] = (),
+    ) -> Incident:
+        """A duty officer confirms a zone by hand: open an incident for it, or join one.
+
+        The zone joins the open incident it already belongs to, else one within the merge
+        distance, else a new incident opens. ``evidence`` (kind ``"operator.confirm"``) and the
+        zone's ``standing`` evidence are attached; returns the new version.
+        """
+        if zone not in self._index.zone_ids:
+            raise IncidentError(f"no voting zone {zone!r}")
+        time_s = evidence.time_s
+        text = f"confirmed by {evidence.source_id}: {evidence.detail}"
+        incident = next((i for i in self.open_incidents() if zone in i.zones), None)
+        if incident is None:
+            incident = self._incident_for(self._index.zone_ids.index(zone))
+        extra = [e for e in standing if e != evidence]
+        if incident is None:
+            incident = Incident(
+                id=self._new_id(time_s),
+                site_id=self._site_id,
+                opened_time_s=time_s,
+                updated_time_s=time_s,
+                version=1,
+                status=IncidentStatus.OPEN,
+                zones=(zone,),
+                gases=(),
+                evidence=_bounded((*extra, evidence)),
+                vote_reasons={zone: vote_reason},
+                timeline=((time_s, f"opened: {text}"),),
+                active_zones=(zone,),
+            )
+        else:
+            joined = zone not in incident.zones
+            held = incident.evidence
+            incident = replace(
+                incident,
+                zones=incident.zones if not joined else (*incident.zones, zone),
+                active_zones=(
+                    incident.active_zones
+                    if zone in incident.active_zones
+                    else (*incident.active_zones, zone)
+                ),
+                evidence=_bounded((*held, *(e for e in extra if e not in held), evidence)),
+                vote_reasons={**incident.vote_reasons, zone: vote_reason},
+                updated_time_s=time_s,
+                version=incident.version + 1,
+                timeline=(
+                    *incident.timeline,
+                    (time_s, f"zone {zone} joined: {text}" if joined else text),
+                )[-MAX_TIMELINE_ENTRIES:],
+            )
+        self._incidents[incident.id] = incident
+        return incident
 
     def attach_localisation(
         self, incident_id: str, localisation: Mapping[str, Any], time_s: float, summary: str

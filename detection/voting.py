@@ -5,14 +5,20 @@ gas-detection coverage): one detector at its LOW set point raises an alert ("1oo
 detectors of the same zone confirm ("2ooN confirms"). Here, per zone:
 
 - a detector in fault never counts as gas (its gas state is not used at all);
-- **suspected**: at least one healthy detector at LOW (or above);
+- **suspected**: at least one healthy detector at LOW (or above), or a healthy camera's gas
+  channel (laser path integral over its threshold, or thermal cold plume) sees gas in the zone:
+  an open-path gas detector votes like a point detector (ISA TR84.00.07), and a camera that
+  sees gas where no point detector has reached LOW yet is at least an alert;
 - **confirmed**: at least ``required`` healthy detectors at LOW, where ``required`` is 2
   (2ooN) while every detector of the zone is healthy; or one healthy detector at HIGH together
-  with a camera (thermal cold plume or laser path integral) confirming gas in the zone;
+  with a camera (thermal cold plume or laser path integral) seeing gas in the zone. A camera
+  alone never confirms (its zone coverage is coarse, and a plume seen from a pole may come from
+  a neighbouring zone);
 - **degraded**: with F detectors of N in fault, the vote degrades to 1oo(N-F): a single healthy
   detector at LOW confirms (the usual fail-safe degradation of F&G voting, in which a faulty
   detector is counted as a vote); the zone says so in its ``reason``;
-- **blind**: no healthy detector at all; the zone cannot vote and says so.
+- **blind**: no healthy detector at all; the zone cannot vote and says so (a healthy camera
+  that sees gas there still makes it suspected).
 
 Everything is vectorized over detectors and zones (``numpy.bincount``); zones are few, detectors
 may be thousands in a city deployment.
@@ -84,12 +90,17 @@ class ZoneVote:
     healthy: IntArray
     low_votes: IntArray  # healthy detectors at LOW or above
     high_votes: IntArray  # healthy detectors at HIGH
-    camera_confirms: BoolArray
+    camera_gas: BoolArray  # a healthy camera's thermal or laser channel sees gas in the zone
     required: IntArray  # LOW votes that confirm (2, or 1 when degraded)
     suspected: BoolArray
     confirmed: BoolArray
     degraded: BoolArray
     blind: BoolArray
+    camera_sources: tuple[str, ...] = ()  # per zone, e.g. "CAM1 laser" ("" or empty: unnamed)
+
+    def _cameras(self, zone: int) -> str:
+        source = self.camera_sources[zone] if zone < len(self.camera_sources) else ""
+        return source or "a camera"
 
     def reason(self, zone: int) -> str:
         """A sentence for the duty officer: why zone ``zone`` is in the state it is in."""
@@ -97,7 +108,10 @@ class ZoneVote:
         low, high = int(self.low_votes[zone]), int(self.high_votes[zone])
         parts: list[str] = []
         if self.blind[zone]:
-            return f"zone {self.zone_ids[zone]}: all {n} detectors in fault, the zone cannot vote"
+            text = f"zone {self.zone_ids[zone]}: all {n} detectors in fault, the zone cannot vote"
+            if self.suspected[zone]:
+                text += f"; suspected: {self._cameras(zone)} sees gas"
+            return text
         if self.degraded[zone]:
             parts.append(
                 f"{n - healthy} of {n} detectors in fault: vote degraded from "
@@ -107,12 +121,19 @@ class ZoneVote:
             if low >= self.required[zone]:
                 parts.append(f"confirmed: {low} of {healthy} healthy detectors at LOW")
             else:
-                parts.append(f"confirmed: {high} detector(s) at HIGH and a camera sees gas")
+                parts.append(
+                    f"confirmed: {high} detector(s) at HIGH and {self._cameras(zone)} sees gas"
+                )
         elif self.suspected[zone]:
-            parts.append(
+            text = (
                 f"suspected: {low} of {healthy} healthy detectors at LOW "
                 f"({int(self.required[zone])} confirm)"
             )
+            if self.camera_gas[zone]:
+                text += f"; {self._cameras(zone)} sees gas" + (
+                    " (a camera alone never confirms)" if high == 0 else ""
+                )
+            parts.append(text)
         else:
             parts.append(f"normal: no healthy detector at LOW ({healthy} of {n} healthy)")
         return f"zone {self.zone_ids[zone]}: " + "; ".join(parts)
@@ -124,7 +145,8 @@ def vote(
     low_active: BoolArray,
     high_active: BoolArray,
     in_fault: BoolArray,
-    camera_confirms: BoolArray | None = None,
+    camera_gas: BoolArray | None = None,
+    camera_sources: Sequence[str] = (),
 ) -> ZoneVote:
     """Vote every zone.
 
@@ -136,8 +158,11 @@ def vote(
         Per detector (any gas), whether its LOW / HIGH gas alarm condition is active [1].
     in_fault
         Per detector, whether it is in fault (any kind, including offline) [1].
-    camera_confirms
-        Per zone, whether a camera's thermal or laser channel sees gas in it [1]; default none.
+    camera_gas
+        Per zone, whether a healthy camera's thermal or laser channel sees gas in it [1];
+        default none. Makes the zone suspected; with a HIGH, confirmed.
+    camera_sources
+        Per zone, which camera channels see gas, for the reason (``"CAM1 laser"``); optional.
     """
     n_detectors = index.zone_of_detector.shape[0]
     for name, array in (("low_active", low_active), ("high_active", high_active)):
@@ -147,11 +172,15 @@ def vote(
         raise ValueError(f"in_fault must have shape ({n_detectors},), got {in_fault.shape}")
     cameras = (
         np.zeros(index.n_zones, dtype=np.bool_)
-        if camera_confirms is None
-        else np.asarray(camera_confirms, dtype=np.bool_)
+        if camera_gas is None
+        else np.asarray(camera_gas, dtype=np.bool_)
     )
     if cameras.shape != (index.n_zones,):
-        raise ValueError(f"camera_confirms must have shape ({index.n_zones},), got {cameras.shape}")
+        raise ValueError(f"camera_gas must have shape ({index.n_zones},), got {cameras.shape}")
+    if camera_sources and len(camera_sources) != index.n_zones:
+        raise ValueError(
+            f"camera_sources must name {index.n_zones} zones, got {len(camera_sources)}"
+        )
     healthy_detector = ~in_fault
     healthy = index.count(healthy_detector)
     low_votes = index.count((low_active | high_active) & healthy_detector)
@@ -160,19 +189,20 @@ def vote(
     blind = healthy == 0
     required = np.where(degraded, DEGRADED_CONFIRMING_DETECTORS, CONFIRMING_DETECTORS)
     confirmed = ~blind & ((low_votes >= required) | ((high_votes >= 1) & cameras))
-    suspected = ~blind & (low_votes >= 1)
+    suspected = (~blind & (low_votes >= 1)) | cameras
     return ZoneVote(
         zone_ids=index.zone_ids,
         detectors=index.detectors_per_zone,
         healthy=healthy,
         low_votes=low_votes,
         high_votes=high_votes,
-        camera_confirms=cameras,
+        camera_gas=cameras,
         required=required.astype(np.int64),
         suspected=suspected | confirmed,
         confirmed=confirmed,
         degraded=degraded & ~blind,
         blind=blind,
+        camera_sources=tuple(camera_sources),
     )
 
 

@@ -342,6 +342,13 @@ class DetectionService:
             events = self.engine.reset(alarm_id, user=user, time_s=self._clock(), comment=comment)
             self._publish(EngineOutput(alarm_events=events))
 
+    def confirm_zone(self, zone: str, *, user: str, reason: str) -> Incident:
+        """A duty officer confirms a suspected zone: opens (or joins) an incident, returned."""
+        with self._lock:
+            output = self.engine.confirm_zone(zone, user=user, reason=reason, time_s=self._clock())
+            self._publish(output)
+            return next(i for i in output.incidents if zone in i.zones)
+
     def close_incident(self, incident_id: str, *, user: str, reason: str) -> Incident:
         """Close an incident whose zones are back to normal."""
         with self._lock:

@@ -590,3 +590,26 @@ def test_coverage_of_the_reference_site(site: Site) -> None:
                 assert 0.0 <= start <= end
     with pytest.raises(ValueError, match="range"):
         camera_coverage(site, site.cameras[0], range_m=0.0)
+
+
+def test_a_camera_watching_a_segment_covers_its_zone(site: Site) -> None:
+    # CAM1 (west valve station) looks at P1 chainage ~280-320 m and its beam crosses P1 at
+    # ~286-307 m: inside segment P1-S1 (0-450 m, valve P1-V1), the zone of GD01 (chainage 50 m)
+    # and GD02 (442 m), though ~150 m from either (beyond the 50 m zone radius). It watches
+    # the zone (seed 202 case 12 of the leak-point validation: it used to cover none).
+    coverage = camera_coverage(site, camera(site, "CAM1"))
+    assert coverage.covers_chainage("P1", 296.0, laser=True)
+    assert site.pipeline("P1").segment_at_chainage(296.0).id == "P1-S1"
+    assert coverage.zones == ("P1-S1",)
+    assert coverage.laser_zones == ("P1-S1",)
+    # A narrower zone radius leaves the segment rule in force; no camera covers nothing.
+    assert camera_coverage(site, camera(site, "CAM1"), zone_radius_m=1.0).zones == ("P1-S1",)
+    coverages = site_camera_coverage(site)
+    assert all(coverage.zones and coverage.laser_zones for coverage in coverages.values())
+    # Every zone a camera sees a pipeline segment of is covered: the segment of each seen chainage.
+    for coverage in coverages.values():
+        for pipeline_id, intervals in coverage.pipeline_chainages_m.items():
+            pipeline = site.pipeline(pipeline_id)
+            for start, end in intervals:
+                segment = pipeline.segment_at_chainage(0.5 * (start + end)).id
+                assert segment in coverage.zones

@@ -122,3 +122,37 @@ def test_evidence_attaches_and_json_round_trips(site: Site) -> None:
     new_ids = sorted(c.id for c in changed if c.id != incident.id)
     assert new_ids
     assert new_ids[0].endswith("-0002")  # numbering continues after the restored incident
+
+
+def test_standing_evidence_joins_when_the_zone_opens_or_joins(site: Site) -> None:
+    index = ZoneIndex.for_site(site)
+    tracker = IncidentTracker(site, index)
+    zone = index.zone_ids[0]
+    near = index.zone_ids[4]  # P2-S1, 85 m from P1-S1 in the reference site: joins
+    first, second = _two_of(site, zone)
+    earlier = Evidence(3.0, "CAM1", "camera.laser_gas", "CAM1 laser: laser gas", 0.4, zone)
+    now = Evidence(10.0, second, "gas.low", f"{second} methane 21 %LEL", 0.21, zone)
+    (incident,) = tracker.update(
+        10.0,
+        _vote(site, index, {first, second}),
+        evidence=[now],
+        standing={zone: [earlier, now]},
+    )
+    assert incident.evidence == (earlier, now)  # the earlier one first, the new one once
+    old = Evidence(4.0, site.zones[near][0].id, "gas.low", "joins", 0.2, near)
+    (joined,) = tracker.update(
+        12.0,
+        _vote(site, index, {first, second} | _two_of(site, near)),
+        standing={zone: [earlier, now], near: [old]},
+    )
+    assert joined.zones == (zone, near)
+    assert joined.evidence == (earlier, now, old)
+    # Standing evidence of a zone already in the incident is not attached again.
+    assert (
+        tracker.update(
+            14.0,
+            _vote(site, index, {first, second} | _two_of(site, near)),
+            standing={zone: [earlier, now], near: [old]},
+        )
+        == []
+    )

@@ -77,10 +77,66 @@ def test_high_needs_a_camera_to_confirm_alone(index: ZoneIndex) -> None:
         low_active=_empty(index),
         high_active=high,
         in_fault=_empty(index),
-        camera_confirms=cameras,
+        camera_gas=cameras,
     )
     assert result.confirmed[2]
     assert "camera" in result.reason(2)
+
+
+def test_camera_gas_alone_suspects_and_never_confirms(index: ZoneIndex) -> None:
+    cameras = np.zeros(index.n_zones, dtype=np.bool_)
+    cameras[2] = True
+    sources = [""] * index.n_zones
+    sources[2] = "CAM4 laser"
+    result = vote(
+        index,
+        low_active=_empty(index),
+        high_active=_empty(index),
+        in_fault=_empty(index),
+        camera_gas=cameras,
+        camera_sources=sources,
+    )
+    assert result.suspected.tolist() == cameras.tolist()
+    assert not result.confirmed.any()
+    assert "CAM4 laser sees gas" in result.reason(2)
+    assert "never confirms" in result.reason(2)
+    # Not even in a degraded zone, where one healthy detector at LOW would confirm.
+    fault = _empty(index)
+    fault[_zone_members(index, 2)[0]] = True
+    result = vote(
+        index,
+        low_active=_empty(index),
+        high_active=_empty(index),
+        in_fault=fault,
+        camera_gas=cameras,
+    )
+    assert result.suspected[2]
+    assert result.degraded[2]
+    assert not result.confirmed[2]
+    assert "a camera sees gas" in result.reason(2)
+
+
+def test_blind_zone_seen_by_a_camera_is_suspected(index: ZoneIndex) -> None:
+    fault = _empty(index)
+    fault[_zone_members(index, 4)] = True
+    cameras = np.zeros(index.n_zones, dtype=np.bool_)
+    cameras[4] = True
+    result = vote(index, low_active=fault, high_active=fault, in_fault=fault, camera_gas=cameras)
+    assert result.blind[4]
+    assert result.suspected[4]
+    assert not result.confirmed[4]
+    assert "cannot vote; suspected: a camera sees gas" in result.reason(4)
+
+
+def test_camera_sources_must_name_every_zone(index: ZoneIndex) -> None:
+    with pytest.raises(ValueError, match="camera_sources"):
+        vote(
+            index,
+            low_active=_empty(index),
+            high_active=_empty(index),
+            in_fault=_empty(index),
+            camera_sources=["CAM1 laser"],
+        )
 
 
 def test_faulty_detector_never_counts_and_degrades_the_vote(index: ZoneIndex) -> None:
@@ -124,6 +180,16 @@ def test_vote_invariants(data: st.DataObject) -> None:
     # Confirmed implies suspected; blind zones neither; faults never add votes.
     assert np.all(~result.confirmed | result.suspected)
     assert not np.any(result.blind & result.suspected)
+    # A camera adds suspicion, never confirmation without a healthy detector at HIGH.
+    zones = site_index.n_zones
+    cameras = data.draw(
+        st.lists(st.booleans(), min_size=zones, max_size=zones).map(lambda v: np.array(v, bool))
+    )
+    seen = vote(site_index, low_active=low, high_active=high, in_fault=fault, camera_gas=cameras)
+    assert np.array_equal(seen.suspected, result.suspected | cameras)
+    assert np.all(seen.confirmed >= result.confirmed)
+    newly = seen.confirmed & ~result.confirmed
+    assert np.all(cameras[newly] & (seen.high_votes[newly] >= 1))
     healthy_only = vote(
         site_index, low_active=low & ~fault, high_active=high & ~fault, in_fault=fault
     )
