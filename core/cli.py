@@ -162,9 +162,10 @@ def _wait_for_signal() -> None:
 def _ingest(args: argparse.Namespace) -> int:
     settings = _settings(args)
     site = load_site(settings.site_dir)
-    roles = [Role(args.role)] if args.role != INGEST_ROLE_BOTH else [Role.DETECTION, Role.STORAGE]
+    roles = [Role(args.role)] if args.role != INGEST_ROLE_BOTH else [Role.STORAGE, Role.DETECTION]
     with contextlib.ExitStack() as stack:
         # Every role but the last in a child process of its own; the last one in this process.
+        # Storage is the child: it runs at settings.ingest.storage_nice, detection first.
         for role in roles[:-1]:
             stack.enter_context(ServiceProcess(role, settings=settings, site=site))
         counters = stack.enter_context(run_role(roles[-1], settings=settings, site=site))

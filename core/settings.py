@@ -93,6 +93,13 @@ class IngestSettings(_Section):
     max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     dead_letter_path: Path = Path("var/dead_letter.sqlite3")
     log_every_nth_rejection: int = Field(default=100, ge=1)
+    # CPU priority of the storing ingest when it runs in a child process of its own
+    # (pipesentinel.ingest.workers.ServiceProcess): nice(2) increment. Detection is the safety
+    # function and storage is not latency-critical (its persistent QoS 1 session keeps the
+    # backlog at the broker, nothing is lost), so on a CPU-bound machine detection runs first
+    # and storage catches up afterwards. 0: same priority (design choice; measured in
+    # docs/architecture.md).
+    storage_nice: int = Field(default=5, ge=0, le=19)
 
 
 class AlarmSettings(_Section):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -61,6 +62,8 @@ PROCESS_ANSWER_TIMEOUT_S: Final = 60.0  # beyond the connection: start-up and sh
 STOP_TIMEOUT_S: Final = 30.0
 PROCESS_CPU_KEY: Final = "process_cpu_us"
 """Key of the child's CPU time (user + system, all threads) in :meth:`ServiceProcess.counters`."""
+PROCESS_NICE_KEY: Final = "process_nice"
+"""Key of the child's nice value (storage: ``settings.ingest.storage_nice``)."""
 MICROSECONDS_PER_SECOND: Final = 1_000_000
 
 
@@ -249,8 +252,11 @@ class _ProcessArguments:
 
 
 def _with_cpu(counters: dict[str, int]) -> dict[str, int]:
-    """``counters`` and this process's CPU time so far [us] (:data:`PROCESS_CPU_KEY`)."""
-    return counters | {PROCESS_CPU_KEY: round(time.process_time() * MICROSECONDS_PER_SECOND)}
+    """``counters``, this process's CPU time so far [us] and its nice value."""
+    return counters | {
+        PROCESS_CPU_KEY: round(time.process_time() * MICROSECONDS_PER_SECOND),
+        PROCESS_NICE_KEY: os.nice(0),
+    }
 
 
 def _process_main(connection: Connection, arguments: _ProcessArguments) -> None:
@@ -258,6 +264,10 @@ def _process_main(connection: Connection, arguments: _ProcessArguments) -> None:
     # Ctrl-C reaches the whole process group: the parent decides when its child stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     role = arguments.role
+    if role is Role.STORAGE and arguments.settings.ingest.storage_nice > 0:
+        # Storage yields the CPU to detection (settings.ingest.storage_nice): only ever in this
+        # child, never in the process that started it.
+        os.nice(arguments.settings.ingest.storage_nice)
     logging.basicConfig(
         level=arguments.log_level, format=f"%(asctime)s {role.value} %(name)s %(message)s"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from pipesentinel.ingest.storage.sqlite import SQLiteStore
 from pipesentinel.ingest.topics import TOPIC_ROOT
 from pipesentinel.ingest.workers import (
     PROCESS_CPU_KEY,
+    PROCESS_NICE_KEY,
     Role,
     ServiceProcess,
     detection_chain,
@@ -168,6 +170,9 @@ def test_storage_process_stores_and_detection_alarms_from_the_same_messages(
             counters = _wait_counters(storage, "records_written", READINGS)
             assert counters["accepted"] == READINGS
             assert counters[PROCESS_CPU_KEY] > 0  # the child's own CPU time [us]
+            # Storage yields the CPU to detection (this process is not reniced).
+            assert counters[PROCESS_NICE_KEY] == os.nice(0) + settings.ingest.storage_nice
+            assert settings.ingest.storage_nice > 0
             assert counters["rejected"] == counters["queue_overflows"] == 0
             assert chain.feed.wait_idle(WAIT_S)
             assert chain.feed.stats().accepted == READINGS
