@@ -762,6 +762,10 @@ class DetectionEngine:
             duration_s=duration_s,
         )
 
+    def comment(self, alarm_id: str, *, user: str, text: str, time_s: float) -> list[AlarmEvent]:
+        """A duty officer's comment on an alarm (journaled, no state change)."""
+        return self.alarms.comment(alarm_id, user=user, text=text, time_s=self._advance(time_s))
+
     def unshelve(
         self, alarm_id: str, *, user: str, time_s: float, reason: str = ""
     ) -> list[AlarmEvent]:

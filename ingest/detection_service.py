@@ -342,6 +342,12 @@ class DetectionService:
             events = self.engine.reset(alarm_id, user=user, time_s=self._clock(), comment=comment)
             self._publish(EngineOutput(alarm_events=events))
 
+    def comment(self, alarm_id: str, *, user: str, text: str) -> None:
+        """A duty officer's comment on an alarm (journaled; no state change)."""
+        with self._lock:
+            events = self.engine.comment(alarm_id, user=user, text=text, time_s=self._clock())
+            self._publish(EngineOutput(alarm_events=events))
+
     def confirm_zone(self, zone: str, *, user: str, reason: str) -> Incident:
         """A duty officer confirms a suspected zone: opens (or joins) an incident, returned."""
         with self._lock:

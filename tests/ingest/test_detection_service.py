@@ -222,3 +222,43 @@ def test_batches_queued_while_detection_is_busy_run_together_up_to_the_limit(
     assert stats.records == sum(len(batch) for batch in batches)
     assert stats.batches == expected_engine_batches
     assert stats.submitted_batches_merged == len(batches) - expected_engine_batches
+
+
+def test_duty_officer_confirms_a_suspected_zone(
+    mosquitto: MosquittoProcess, site: Site, chain: tuple[Settings, DetectionService]
+) -> None:
+    _, detection = chain
+    prefix = f"{TOPIC_ROOT}/{site.id}"
+    watcher = Watcher(mosquitto, f"{prefix}/alarms/#")
+    device = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    device.connect(mosquitto.host, mosquitto.port)
+    device.loop_start()
+    try:
+        for seq in range(1, 6):
+            body = {
+                "ts": round(time.time() * 1000),
+                "seq": seq,
+                "ch4_ppm": METHANE_PPM,
+                "c3h8_ppm": 0.0,
+                "status": "ok",
+            }
+            device.publish(f"{prefix}/gas/GD07", json.dumps(body).encode(), qos=1).wait_for_publish(
+                WAIT_S
+            )
+            time.sleep(1.1)
+        watcher.wait(f"{prefix}/alarms/zone.P1-S3.suspected_leak", "unack")
+        assert detection.open_incidents() == []
+        incident = detection.confirm_zone("P1-S3", user="duty1", reason="patrol smells gas")
+        assert incident.zones == ("P1-S3",)
+        assert incident.evidence[-1].kind == "operator.confirm"
+        assert incident.evidence[-1].source_id == "duty1"
+        confirmed = watcher.wait(f"{prefix}/alarms/zone.P1-S3.confirmed_leak", "unack")
+        assert "confirmed by duty1" in confirmed["detail"]
+        assert [i.id for i in detection.open_incidents()] == [incident.id]
+    finally:
+        device.disconnect()
+        device.loop_stop()
+        watcher.close()
+    assert detection.stats().errors == 0
