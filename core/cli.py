@@ -35,6 +35,8 @@ from types import FrameType
 from pydantic import ValidationError
 
 from pipesentinel import __version__
+from pipesentinel.api.auth import Role as ApiRole
+from pipesentinel.api.auth import mint_token
 from pipesentinel.demo import (
     DEFAULT_DURATION_S,
     DEFAULT_SCENARIO,
@@ -64,6 +66,7 @@ from pipesentinel.ingest.workers import Role, ServiceProcess, run_role
 from pipesentinel.plans.cap import CapError, CapStatus
 from pipesentinel.plans.library import PlanValidationError, Severity, load_plan_library
 from pipesentinel.plans.response import LeakEstimate, respond
+from pipesentinel.serve import serving, uvicorn_server
 from pipesentinel.settings import Settings
 from pipesentinel.site import Gas, Site
 from pipesentinel.site_loader import SiteValidationError, load_site
@@ -176,6 +179,32 @@ def _ingest(args: argparse.Namespace) -> int:
         _wait_for_signal()
         final = counters()
     print("stopped: " + ", ".join(f"{name} {count}" for name, count in final.items()))
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    site = load_site(settings.site_dir)
+    host = args.host if args.host is not None else settings.api.host
+    port = args.port if args.port is not None else settings.api.port
+    with serving(settings, site) as running:
+        server = uvicorn_server(running.app, host=host, port=port)
+        print(
+            f"site {site.id} from {settings.broker.url}; API and console on "
+            f"http://{host}:{port}/ (OpenAPI: /docs); Ctrl-C stops"
+        )
+        server.run()  # until SIGINT/SIGTERM (uvicorn's own handlers)
+        final = running.storage.counters() if running.storage.alive() else {}
+    print("stopped" + ("" if not final else ": " + ", ".join(f"{k} {v}" for k, v in final.items())))
+    return EXIT_OK
+
+
+def _token(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    path = Path(settings.api.tokens_path)
+    token = mint_token(path, name=args.name, role=ApiRole(args.role))
+    print(f"token for {args.name} ({args.role}), shown once; only its hash is kept in {path}:")
+    print(token)
     return EXIT_OK
 
 
@@ -447,6 +476,22 @@ def _add_plan_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     plan.set_defaults(handler=_plan)
 
 
+def _add_serve_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve", help="ingest, detection, response and the HTTP API (external broker; docs/api.md)"
+    )
+    serve.add_argument("--site", help="site directory")
+    serve.add_argument("--host", help="bind address (default: settings.api.host)")
+    serve.add_argument("--port", type=int, help="port (default: settings.api.port)")
+    serve.set_defaults(handler=_serve)
+
+    token = commands.add_parser("token", help="API bearer tokens (docs/api.md)")
+    token.add_argument("action", choices=["mint"], help="mint: a new token for a name")
+    token.add_argument("--name", required=True, help="who holds it (one token per name)")
+    token.add_argument("--role", required=True, choices=[role.value for role in ApiRole])
+    token.set_defaults(handler=_token)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pipesentinel`` command."""
     parser = argparse.ArgumentParser(prog="pipesentinel", description=__doc__.split("\n\n")[0])
@@ -482,6 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
         "alone (e.g. one systemd unit each)",
     )
     ingest.set_defaults(handler=_ingest)
+
+    _add_serve_parsers(commands)
 
     devices = commands.add_parser("devices", help="simulated devices against an external broker")
     devices.add_argument("--scenario", default=DEFAULT_SCENARIO)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pipesentinel.api.auth import Role as ApiRole
+from pipesentinel.api.auth import TokenRegistry
 from pipesentinel.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from pipesentinel.hardware.testbed import MosquittoProcess
 from pipesentinel.ingest.storage.plan_decisions import SqlitePlanDecisionLog
@@ -125,3 +127,25 @@ def test_cli_plan_decisions(
     assert "no plan 'WL-99'" in capsys.readouterr().err
     assert main(["plan", "override", "INC-P", "--plan", "WL-04", *site]) == 2
     assert "needs --plan and --reason" in capsys.readouterr().err
+
+
+def test_token_mint_prints_the_token_once_and_keeps_only_its_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "tokens.json"
+    monkeypatch.setenv("PIPESENTINEL_API__TOKENS_PATH", str(path))
+    assert main(["token", "mint", "--name", "duty1", "--role", "duty_officer"]) == EXIT_OK
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    principal = TokenRegistry(path).authenticate(token)
+    assert principal is not None
+    assert (principal.name, principal.role) == ("duty1", ApiRole.DUTY_OFFICER)
+    assert token not in path.read_text(encoding="utf-8")
+    assert TokenRegistry(path).authenticate(token + "x") is None
+
+
+def test_serve_without_a_broker_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PIPESENTINEL_BROKER__URL", raising=False)
+    assert main(["serve"]) == EXIT_BAD_INPUT
+    assert "PIPESENTINEL_BROKER__URL" in capsys.readouterr().err
