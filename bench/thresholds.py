@@ -11,10 +11,17 @@ timed batches see full rate-of-rise windows (steady state), and each timed repea
 copy of the warmed state. The headline case is a 1 s batch of a 100-site city: 3000 detectors,
 3000 readings per batch. Run with ``python -m bench.thresholds``; it prints one JSON object.
 
-Timing is the best of ``REPEATS`` by the wall clock (``time.perf_counter``), the two
-implementations' repeats alternating so that both see the same machine load. On a shared,
-loaded machine ``--clock cpu`` times this process's CPU time instead (``time.process_time``;
-the evaluators are single-threaded), which other processes disturb far less.
+Timing is the best of ``REPEATS``, the two implementations' repeats alternating so that both
+see the same machine load, on two clocks at once: this process's CPU time
+(``time.process_time``; the evaluators are single-threaded) and the wall clock
+(``time.perf_counter``). The figures of merit (``ratio``, ``min_ratio``, ``met``) use ``--clock``,
+CPU time by default: on a shared, loaded machine the wall clock also counts the time other
+processes hold the core, which swung the headline by a third between runs, while the CPU time
+is what the evaluator itself costs. Both clocks are in the JSON (``clocks`` of each case).
+
+A case may name the fraction of detectors under the plume (default
+``PLUME_FRACTION_OF_DETECTORS``); ``0`` is a quiet fleet, the live service's usual input, where
+the core takes its quiet path (``quiet_batches`` counts those batches).
 """
 
 from __future__ import annotations
@@ -40,28 +47,36 @@ from pipesentinel.detection.thresholds import (
 )
 
 GOAL_RATIO = 50.0
-REPEATS = 3
+REPEATS = 5
 SAMPLE_PERIOD_S = 2.0
 FULL_SCALE_MOLE_FRACTION = 0.05  # 0-50000 ppm, the reference site's detectors
 NOISE_FRACTION_OF_FULL_SCALE = 0.005
 PLUME_PEAK_MOLE_FRACTION = 0.03  # 68 %LEL methane at the peak
 PLUME_FRACTION_OF_DETECTORS = 0.1
 WARMUP_S = 64.0  # longer than the default 60 s rate-of-rise window: full windows when timed
-# (detectors, readings per batch, timed batches): a site-sized fleet at several batch sizes, and
-# a 100-site city (3000 detectors; 3000 readings = a 1 s batch at a 2 s period: the headline).
-CASES: tuple[tuple[int, int, int], ...] = (
+# (detectors, readings per batch, timed batches[, plume fraction]): a site-sized fleet at several
+# batch sizes, quiet and with a plume, and a 100-site city (3000 detectors; 3000 readings = a 1 s
+# batch at a 2 s period: the headline).
+Case = tuple[int, int, int] | tuple[int, int, int, float]
+CASES: tuple[Case, ...] = (
+    (30, 30, 200, 0.0),
     (30, 30, 200),
     (30, 300, 40),
     (30, 3000, 8),
     (3000, 3000, 16),
     (3000, 30000, 2),
 )
-HEADLINE_CASE: tuple[int, int] = (3000, 3000)
+HEADLINE_CASE: tuple[int, int, float] = (3000, 3000, PLUME_FRACTION_OF_DETECTORS)
 
 Stream = tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]
 
 
-def stream(detectors: int, readings: int, rng: np.random.Generator) -> Stream:
+def stream(
+    detectors: int,
+    readings: int,
+    rng: np.random.Generator,
+    plume_fraction: float = PLUME_FRACTION_OF_DETECTORS,
+) -> Stream:
     """Round-robin readings of ``detectors`` every 2 s: noise, and a plume on a few of them."""
     index = np.arange(readings)
     detector = (index % detectors).astype(np.int64)
@@ -69,7 +84,7 @@ def stream(detectors: int, readings: int, rng: np.random.Generator) -> Stream:
     time_s = sample * SAMPLE_PERIOD_S + detector * (SAMPLE_PERIOD_S / detectors)
     noise = rng.normal(0.0, NOISE_FRACTION_OF_FULL_SCALE * FULL_SCALE_MOLE_FRACTION, (readings, 2))
     duration_s = max(float(time_s[-1]), SAMPLE_PERIOD_S)
-    plumed = rng.random(detectors) < PLUME_FRACTION_OF_DETECTORS
+    plumed = rng.random(detectors) < plume_fraction
     # A triangular plume over the stream's duration, methane and a tenth of it as propane.
     shape = 1.0 - np.abs(2.0 * time_s / duration_s - 1.0)
     plume = np.where(plumed[detector], PLUME_PEAK_MOLE_FRACTION * shape, 0.0)
@@ -104,16 +119,15 @@ def _evaluate_all(
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def _best_seconds(
-    actions: Sequence[Callable[[], object]], clock: Callable[[], float]
-) -> list[float]:
-    """Best time of each action over ``REPEATS`` rounds, the actions alternating in each."""
-    best = [math.inf] * len(actions)
+def _best_seconds(actions: Sequence[Callable[[], object]]) -> dict[str, list[float]]:
+    """Best time of each action on each clock over ``REPEATS`` rounds, alternating in each."""
+    best = {name: [math.inf] * len(actions) for name in CLOCKS}
     for _ in range(REPEATS):
         for index, action in enumerate(actions):
-            start = clock()
+            start = {name: clock() for name, clock in CLOCKS.items()}
             action()
-            best[index] = min(best[index], clock() - start)
+            for name, clock in CLOCKS.items():
+                best[name][index] = min(best[name][index], clock() - start[name])
     return best
 
 
@@ -139,11 +153,16 @@ def case(
     batch: int,
     batches: int,
     rng: np.random.Generator,
-    clock: Callable[[], float] = time.perf_counter,
+    *,
+    clock: str = "cpu",
+    plume_fraction: float = PLUME_FRACTION_OF_DETECTORS,
 ) -> dict[str, object]:
-    """Rates of both implementations on the same stream, and whether they agree."""
+    """Rates of both implementations on the same stream, and whether they agree.
+
+    ``clock`` (``"cpu"`` or ``"wall"``) gives the top-level rates and ratio; ``clocks`` has both.
+    """
     warmup = math.ceil(WARMUP_S / SAMPLE_PERIOD_S * detectors / batch) * batch
-    detector, time_s, values = stream(detectors, warmup + batch * batches, rng)
+    detector, time_s, values = stream(detectors, warmup + batch * batches, rng, plume_fraction)
     warm_stream: Stream = (detector[:warmup], time_s[:warmup], values[:warmup])
     readings: Stream = (detector[warmup:], time_s[warmup:], values[warmup:])
     table = table_of(detectors)
@@ -158,38 +177,65 @@ def case(
     def reference() -> list[EvaluationResult]:
         return _evaluate_all(copy.deepcopy(warm_reference).evaluate, readings, batch)
 
-    vector_results = vectorized()
+    checked = copy.deepcopy(warm_vector)
+    vector_results = _evaluate_all(checked.evaluate, readings, batch)
     reference_results = reference()
-    vector_seconds, reference_seconds = _best_seconds((vectorized, reference), clock)
+    best = _best_seconds((vectorized, reference))
     count = int(readings[0].size)
-    vector_rate = count / vector_seconds
-    reference_rate = count / reference_seconds
+    clocks = {
+        name: {
+            "vectorized_readings_per_s": count / vector_seconds,
+            "reference_readings_per_s": count / reference_seconds,
+            "ratio": reference_seconds / vector_seconds,
+        }
+        for name, (vector_seconds, reference_seconds) in best.items()
+    }
     signature = _signature(vector_results)
     return {
         "detectors": detectors,
         "batch_readings": batch,
         "batches": batches,
+        "plume_fraction": plume_fraction,
         "readings": count,
         "transitions": len(signature),
-        "vectorized_readings_per_s": vector_rate,
-        "reference_readings_per_s": reference_rate,
-        "ratio": vector_rate / reference_rate,
+        "quiet_batches": checked.quiet_batches - warm_vector.quiet_batches,
+        **clocks[clock],
+        "clocks": clocks,
         "agree": signature == _signature(reference_results),
     }
 
 
-def run(cases: Sequence[tuple[int, int, int]] = CASES, *, clock: str = "wall") -> dict[str, object]:
+def run(cases: Sequence[Case] = CASES, *, clock: str = "cpu") -> dict[str, object]:
     """Measure every case; rates [readings s-1] and vectorized/reference ratios.
 
-    ``clock``: ``"wall"`` (elapsed time) or ``"cpu"`` (this process's CPU time).
+    ``clock``: ``"cpu"`` (this process's CPU time, the default) or ``"wall"`` (elapsed time)
+    for the figures of merit; each case reports both.
     """
     if clock not in CLOCKS:
         raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
     rng = np.random.default_rng(20240603)
     results = [
-        case(detectors, batch, batches, rng, CLOCKS[clock]) for detectors, batch, batches in cases
+        case(
+            detectors,
+            batch,
+            batches,
+            rng,
+            clock=clock,
+            plume_fraction=float(rest[0]) if rest else PLUME_FRACTION_OF_DETECTORS,
+        )
+        for detectors, batch, batches, *rest in cases
     ]
     ratios = [result["ratio"] for result in results if isinstance(result["ratio"], float)]
+    headline = next(
+        (
+            result
+            for result in results
+            if (result["detectors"], result["batch_readings"], result["plume_fraction"])
+            == HEADLINE_CASE
+        ),
+        None,
+    )
+    headline_ratio = None if headline is None else headline["ratio"]
     return {
         "benchmark": "thresholds.GasAlarmEvaluator.evaluate",
         "baseline": "thresholds.SequentialGasAlarmEvaluator.evaluate (per reading, same stream)",
@@ -197,13 +243,9 @@ def run(cases: Sequence[tuple[int, int, int]] = CASES, *, clock: str = "wall") -
         "min_ratio": min(ratios),
         "goal": GOAL_RATIO,
         "met": all(ratio >= GOAL_RATIO for ratio in ratios),
-        "headline": next(
-            (
-                result
-                for result in results
-                if (result["detectors"], result["batch_readings"]) == HEADLINE_CASE
-            ),
-            None,
+        "headline": headline,
+        "headline_met": (
+            None if not isinstance(headline_ratio, float) else bool(headline_ratio >= GOAL_RATIO)
         ),
         "all_agree": all(result["agree"] is True for result in results),
         "repeats_best_of": REPEATS,
@@ -215,5 +257,5 @@ def run(cases: Sequence[tuple[int, int, int]] = CASES, *, clock: str = "wall") -
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
     print(json.dumps(run(clock=parser.parse_args().clock), indent=2))

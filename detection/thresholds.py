@@ -39,6 +39,13 @@ ring + batch times inside it (a strided view), and its sums are two lookups. Slo
 rounding-error bound of a decision are recomputed exactly as the reference does (summed slot by
 slot in its order), as are the values reported in rate-of-rise transitions, so decisions and
 reported values are the reference's bit for bit.
+
+Fixed cost per batch (small batches, the live service's usual input): per-table constants are
+derived once; a *quiet* batch (no condition or alarm set on its detectors, every value below the
+lowest clear level of its gas) skips the alarm stage, as nothing in it can change; batches in
+time order need no sort, and a batch of every detector in table order reads and writes the
+state through slices, not gathers. ``fast_paths=False`` turns these off: the tests check that
+the results and the whole state are the same.
 """
 
 from __future__ import annotations
@@ -52,7 +59,6 @@ from typing import Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
 from pipesentinel.alarm_config import AlarmConfig, GasSetpoints
 from pipesentinel.detection._arrays import BoolArray, FloatArray, IntArray, as_float_array
@@ -448,6 +454,21 @@ class RecentGasStatistics:
 # Input checks shared by both evaluators
 
 
+def _finite_array(value: npt.ArrayLike, name: str) -> FloatArray:
+    """``value`` as a finite float64 array (a batch's times or amounts); else ``ValueError``.
+
+    One elementwise check, without the overflow guard :func:`as_float_array` needs for large
+    arrays; a bad input goes to it for the error message naming ``name``.
+    """
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return as_float_array(value, name)  # raises, naming the parameter
+    if not np.isfinite(array).all():
+        return as_float_array(value, name)  # raises, naming the parameter
+    return array
+
+
 def _batch_arrays(
     table: SetpointTable,
     detector_index: npt.ArrayLike,
@@ -457,38 +478,37 @@ def _batch_arrays(
 ) -> tuple[IntArray, FloatArray, FloatArray, BoolArray]:
     """Checked arrays: detector (N,), time (N,), mole fraction (N, G), valid (N, G)."""
     detectors = np.asarray(detector_index)
-    if detectors.dtype == np.bool_ or not np.issubdtype(detectors.dtype, np.integer):
+    if detectors.dtype.kind not in "iu":  # signed or unsigned integers (not bool: kind "b")
         raise ValueError(f"detector_index must be integers, got dtype {detectors.dtype}")
-    detectors = detectors.astype(np.int64).reshape(-1)
+    detectors = detectors.astype(np.int64, copy=False).reshape(-1)
     count = detectors.size
     if count and (detectors.min() < 0 or detectors.max() >= table.detector_count):
         bad = detectors[(detectors < 0) | (detectors >= table.detector_count)]
         raise ValueError(
             f"detector_index must be in 0..{table.detector_count - 1}, got e.g. {int(bad[0])}"
         )
-    times = as_float_array(time_s, "time_s").reshape(-1)
+    times = _finite_array(time_s, "time_s").reshape(-1)
     if times.size != count:
         raise ValueError(f"time_s has {times.size} values for {count} readings")
-    amounts = as_float_array(mole_fraction, "mole_fraction")
+    amounts = _finite_array(mole_fraction, "mole_fraction")
     if amounts.shape != (count, len(GASES)):
         raise ValueError(
             f"mole_fraction must have shape ({count}, {len(GASES)}) (readings, gases "
             f"{[gas.value for gas in GASES]}), got {amounts.shape}"
         )
     if invalid is None:
-        flagged = np.zeros((count, len(GASES)), dtype=np.bool_)
-    else:
-        raw = np.asarray(invalid)
-        if raw.dtype != np.bool_:
-            raise ValueError(f"invalid must be a boolean mask, got dtype {raw.dtype}")
-        if raw.shape == (count,):
-            raw = raw[:, np.newaxis]
-        try:
-            flagged = np.broadcast_to(raw, (count, len(GASES)))
-        except ValueError as error:
-            raise ValueError(
-                f"invalid must have shape ({count},) or ({count}, {len(GASES)}), got {raw.shape}"
-            ) from error
+        return detectors, times, amounts, table.monitored[detectors]
+    raw = np.asarray(invalid)
+    if raw.dtype != np.bool_:
+        raise ValueError(f"invalid must be a boolean mask, got dtype {raw.dtype}")
+    if raw.shape == (count,):
+        raw = raw[:, np.newaxis]
+    try:
+        flagged = np.broadcast_to(raw, (count, len(GASES)))
+    except ValueError as error:
+        raise ValueError(
+            f"invalid must have shape ({count},) or ({count}, {len(GASES)}), got {raw.shape}"
+        ) from error
     valid = ~flagged & table.monitored[detectors]
     return detectors, times, amounts, valid
 
@@ -536,7 +556,7 @@ def _latest_flag(events: BoolArray, flag: BoolArray, initial: BoolArray) -> Bool
     The position and the flag are packed in one integer (``2 position + flag``), so one running
     maximum finds the latest event and its flag: no gather. ``initial`` lacks axis 1.
     """
-    start = np.expand_dims(initial, 1)
+    start = initial[:, np.newaxis]
     if events.shape[1] == 1:
         single: BoolArray = np.where(events, flag, start)
         return single
@@ -562,10 +582,21 @@ def _latest_time(events: BoolArray, t: FloatArray, initial: FloatArray) -> Float
 
 def _shifted(values: npt.NDArray[ScalarT], initial: npt.NDArray[ScalarT]) -> npt.NDArray[ScalarT]:
     """``values`` moved one step along axis 1, ``initial`` in front (the previous position)."""
-    start = np.expand_dims(initial, 1)
+    start = initial[:, np.newaxis]
     if values.shape[1] == 1:
         return start
     return np.concatenate((start, values[:, :-1]), axis=1)
+
+
+def _take(array: npt.NDArray[ScalarT], rows: IntArray | slice) -> npt.NDArray[ScalarT]:
+    """``array[rows]`` along axis 0.
+
+    A view for a slice, else ``take`` (a copy, several times faster than fancy indexing for
+    arrays with trailing axes).
+    """
+    if isinstance(rows, slice):
+        return array[rows]
+    return array.take(rows, axis=0)
 
 
 def _wrapped(slot: IntArray, capacity: int) -> IntArray:
@@ -607,15 +638,33 @@ class _Layout:
     accepted_count: IntArray  # (R,), each >= 1
     out_of_order: IntArray  # batch indices refused (time not later than the detector's last)
     uniform: bool
+    in_order: bool = False  # one reading per row, every reading accepted: compact is 0..N-1
 
     @property
     def width(self) -> int:
         """K, the most accepted readings of one detector."""
         return int(self.compact.shape[1])
 
+    def select(self, detector_count: int) -> IntArray | slice:
+        """``rows`` as an index of the state arrays.
+
+        A slice when the rows are every detector in table order (views and plain copies instead
+        of gathers and scatters), else ``rows``.
+        """
+        rows = self.rows
+        if rows.size == detector_count and (rows[1:] > rows[:-1]).all():
+            return _EVERY  # distinct and increasing, all of them: 0..n-1
+        return rows
+
     @classmethod
-    def of(cls, detectors: IntArray, times: FloatArray, last_time_s: FloatArray) -> _Layout:
-        """Group by detector (batch order kept), refuse out-of-order, compact left."""
+    def of(
+        cls, detectors: IntArray, times: FloatArray, last_time_s: FloatArray, *, fast: bool = True
+    ) -> _Layout:
+        """Group by detector (batch order kept), refuse out-of-order, compact left.
+
+        ``fast``: recognise the batches that need no selection (every reading accepted, the
+        same number for each detector) and lay them out directly.
+        """
         if detectors.size == 0:
             empty = np.zeros(0, dtype=np.int64)
             return cls(empty, np.zeros((0, 0), dtype=np.int64), empty, empty, uniform=True)
@@ -623,6 +672,17 @@ class _Layout:
             # Each detector at most once (a batch shorter than a sample period): no sort, one
             # reading per row, in batch order.
             accepted = times > last_time_s[detectors]
+            if fast and accepted.all():
+                ones = np.empty(detectors.size, dtype=np.int64)
+                ones.fill(1)
+                return cls(
+                    rows=detectors,
+                    compact=np.arange(detectors.size)[:, np.newaxis],
+                    accepted_count=ones,
+                    out_of_order=np.zeros(0, dtype=np.int64),
+                    uniform=True,
+                    in_order=True,
+                )
             index = np.flatnonzero(accepted)
             return cls(
                 rows=detectors[index],
@@ -632,7 +692,25 @@ class _Layout:
                 uniform=True,
             )
         order = np.argsort(detectors, kind="stable")
-        rows, first, counts = np.unique(detectors[order], return_index=True, return_counts=True)
+        ordered = detectors[order]
+        first = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+        rows = ordered[first]
+        counts = np.diff(first, append=detectors.size)
+        if fast and counts.min() == counts.max():
+            # The same number of readings of each detector (round-robin sampling): if all are
+            # in time order and after the detector's last, the sorted batch is the layout.
+            uniform_layout = order.reshape(rows.size, -1)
+            uniform_times = times[uniform_layout]
+            if (uniform_times[:, 0] > last_time_s[rows]).all() and (
+                uniform_times[:, 1:] > uniform_times[:, :-1]
+            ).all():
+                return cls(
+                    rows=rows,
+                    compact=uniform_layout,
+                    accepted_count=np.full(rows.size, uniform_layout.shape[1], dtype=np.int64),
+                    out_of_order=np.zeros(0, dtype=np.int64),
+                    uniform=True,
+                )
         row_of = np.repeat(np.arange(rows.size), counts)
         rank = np.arange(detectors.size) - np.repeat(first, counts)
         layout = np.full((rows.size, int(counts.max())), _NO_EVENT, dtype=np.int64)
@@ -678,9 +756,15 @@ class _Batch:
 
 def _sum_terms(shifted_s: FloatArray, filtered: FloatArray, use: BoolArray) -> FloatArray:
     """Terms (1, s, x, s s, s x) of the running sums where ``use``, else 0, (..., G, 5)."""
+    terms = np.empty((*use.shape, _SUMS))
     s = np.where(use, shifted_s[..., np.newaxis], 0.0)
     x = np.where(use, filtered, 0.0)
-    return np.stack((use.astype(np.float64), s, x, s * s, s * x), axis=-1)
+    terms[..., 0] = use
+    terms[..., 1] = s
+    terms[..., 2] = x
+    np.multiply(s, s, out=terms[..., 3])
+    np.multiply(s, x, out=terms[..., 4])
+    return terms
 
 
 @dataclass(frozen=True)
@@ -781,10 +865,20 @@ class GasAlarmEvaluator:
         Readings kept per detector for the rate-of-rise window and the recent mean; default:
         enough for the longest window at the nominal sample period plus a margin. A detector
         reporting faster than that has its window shortened to its last ``capacity`` readings.
+    fast_paths
+        Take the shortcuts that skip work a batch cannot need (on by default): a quiet batch
+        (no condition set, every value below the lowest clear level) skips the alarm stage;
+        batches in time order of every detector need no sort, gathers or scatters. Off: the
+        general path only. The results and the state are identical either way (the tests
+        check it); the switch exists for those tests and for measuring.
     """
 
-    def __init__(self, table: SetpointTable, *, capacity: int | None = None) -> None:
+    def __init__(
+        self, table: SetpointTable, *, capacity: int | None = None, fast_paths: bool = True
+    ) -> None:
         self.table = table
+        self.fast_paths = bool(fast_paths)
+        self.quiet_batches = 0  # batches that took the quiet path (a statistic)
         self.capacity = (
             _default_capacity(table.window_s, table.sample_period_s)
             if capacity is None
@@ -820,6 +914,36 @@ class GasAlarmEvaluator:
         self._latest_raw = np.full((n, g), np.nan)
         self._rate = np.full((n, g), np.nan)
         self._one_window = bool(np.all(table.window_s == table.window_s[:, :1]))
+        # Per-table constants, derived once (not per batch).
+        reach = table.window_s[:, :1] if self._one_window else table.window_s
+        # Window search thresholds on tau, (2, n, G'): the window, and the span the slope needs.
+        self._reach = np.stack((-reach, -(RATE_OF_RISE_MIN_SPAN_FRACTION * reach)))
+        # Rate-of-rise set point and clear level, (n, 2, G).
+        self._rate_levels = np.stack(
+            (
+                table.setpoint[..., AlarmType.RATE_OF_RISE],
+                table.clear_level[..., AlarmType.RATE_OF_RISE],
+            ),
+            axis=1,
+        )
+        self._levels = np.stack((table.setpoint, table.clear_level), axis=1)  # (n, 2, G, 3)
+        # Delays as (n, 1, G, 1) (on) and the same for off: broadcast against (R, K, G, 3).
+        self._on_delay_s = table.on_delay_s[:, np.newaxis, :, np.newaxis]
+        self._off_delay_s = table.off_delay_s[:, np.newaxis, :, np.newaxis]
+        # The quiet test (see `_quiet`): the lowest clear level of any detector, per gas, for the
+        # concentration alarms (LOW, HIGH) and for the rate of rise. Below both, no condition
+        # of any detector can become true.
+        if table.detector_count:
+            self._lowest_clear_level = table.clear_level[..., : AlarmType.RATE_OF_RISE].min(
+                axis=(0, 2)
+            )
+            self._lowest_clear_rate = table.clear_level[..., AlarmType.RATE_OF_RISE].min(axis=0)
+        else:
+            self._lowest_clear_level = np.full(g, np.inf)
+            self._lowest_clear_rate = np.full(g, np.inf)
+        self._window_index: dict[int, IntArray] = {}  # readings per row -> (K, C) positions
+        self._no_transitions = AlarmTransitions.empty(table.lel_basis)  # size 0: shared
+        self._gas_axis = np.arange(g)
 
     # ---- accessors
 
@@ -956,11 +1080,14 @@ class GasAlarmEvaluator:
         detectors, times, amounts, valid_in = _batch_arrays(
             table, detector_index, time_s, mole_fraction, invalid
         )
-        layout = _Layout.of(detectors, times, self._last_time_s)
+        layout = _Layout.of(detectors, times, self._last_time_s, fast=self.fast_paths)
         if layout.rows.size == 0:
-            return EvaluationResult(AlarmTransitions.empty(table.lel_basis), layout.out_of_order)
-        rows = layout.rows
-        if layout.uniform:
+            return EvaluationResult(self._no_transitions, layout.out_of_order)
+        if layout.in_order:
+            t = times[:, np.newaxis]  # (R, 1): views, no gather
+            raw = amounts[:, np.newaxis]  # (R, 1, G)
+            valid = valid_in[:, np.newaxis]
+        elif layout.uniform:
             t = times[layout.compact]  # (R, K)
             raw = amounts[layout.compact]  # (R, K, G)
             valid = valid_in[layout.compact]
@@ -970,14 +1097,25 @@ class GasAlarmEvaluator:
             t = np.where(filled, times[source], np.nan)
             raw = amounts[source]
             valid = filled[..., np.newaxis] & valid_in[source]
+        # nan slopes (undefined) and their bands are expected: no warnings, once for the batch.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            transitions = self._evaluate_layout(layout, t=t, raw=raw, valid=valid)
+        return EvaluationResult(transitions, layout.out_of_order)
+
+    def _evaluate_layout(
+        self, layout: _Layout, *, t: FloatArray, raw: FloatArray, valid: BoolArray
+    ) -> AlarmTransitions:
+        """Advance the state over the accepted readings laid out (R, K); the transitions."""
+        table = self.table
+        rows = layout.rows
+        select = layout.select(table.detector_count) if self.fast_paths else rows
         clipped = np.maximum(raw, 0.0)
         lel = table.lel_mole_fraction
-
-        batch = self._filtered(rows, clipped, valid)
+        batch = self._filtered(select, clipped, valid)
         self._rebase(rows, t[:, 0])
         batch = self._with_prefix(rows, t, batch)
         # Times of the ring (oldest first) then the batch: positions 0..C-1, C..C+K-1.
-        extended_time = np.concatenate((self._ring_time_s[rows], t), axis=1)
+        extended_time = np.concatenate((_take(self._ring_time_s, select), t), axis=1)
         slope, uncertain = self._slopes(rows, t, extended_time, batch)
         if uncertain.any():
             row, k, gas = np.nonzero(uncertain)
@@ -986,37 +1124,84 @@ class GasAlarmEvaluator:
             )
         slope_fraction = slope / lel
         level = clipped / lel
-        value = np.stack((level, level, slope_fraction), axis=-1)  # (R, K, G, 3)
-        advanced = self._advance(rows, t, value, valid)
-        if advanced.changed.any():
-            # Reported rate-of-rise values are the reference's to the bit: recompute the few.
-            row, k, gas = np.nonzero(
-                advanced.changed[..., AlarmType.RATE_OF_RISE]
-                & ~uncertain
-                & np.isfinite(value[..., AlarmType.RATE_OF_RISE])
-            )
-            if row.size:
-                exact = self._exact_slopes(rows, extended_time, batch, row=row, k=k, gas=gas)
-                value[row, k, gas, AlarmType.RATE_OF_RISE] = exact / lel[gas]
-        transitions = _transitions(self.table, layout, t=t, value=value, advanced=advanced)
-        self._store(layout, t=t, raw=raw, clipped=clipped, valid=valid, batch=batch)
-        self._ring_time_s[rows] = _after(extended_time, layout, self.capacity)
-        self._condition[rows] = _at_last(advanced.condition, layout)
-        self._run_start_s[rows] = _at_last(advanced.run_start_s, layout)
-        self._active[rows] = _at_last(advanced.active, layout)
+        if self.fast_paths and self._quiet(select, level, slope_fraction):
+            # No condition can become true and none is set: conditions and alarms stay off (no
+            # transition); only run starts move (a valid reading after an invalid one).
+            self.quiet_batches += 1
+            transitions = self._no_transitions
+            run_start = self._quiet_run_start(layout, select, t, valid)
+            if run_start is not None:
+                self._run_start_s[select] = run_start
+        else:
+            value = np.empty((*level.shape, len(ALARM_TYPES)))  # (R, K, G, 3)
+            value[..., AlarmType.LOW] = level
+            value[..., AlarmType.HIGH] = level
+            value[..., AlarmType.RATE_OF_RISE] = slope_fraction
+            advanced = self._advance(select, t, value, valid)
+            if advanced.changed.any():
+                # Reported rate-of-rise values are the reference's to the bit: recompute the few.
+                row, k, gas = np.nonzero(
+                    advanced.changed[..., AlarmType.RATE_OF_RISE]
+                    & ~uncertain
+                    & np.isfinite(value[..., AlarmType.RATE_OF_RISE])
+                )
+                if row.size:
+                    exact = self._exact_slopes(rows, extended_time, batch, row=row, k=k, gas=gas)
+                    value[row, k, gas, AlarmType.RATE_OF_RISE] = exact / lel[gas]
+                transitions = _transitions(table, layout, t=t, value=value, advanced=advanced)
+            else:
+                transitions = self._no_transitions
+            self._condition[select] = _at_last(advanced.condition, layout)
+            self._run_start_s[select] = _at_last(advanced.run_start_s, layout)
+            self._active[select] = _at_last(advanced.active, layout)
+        self._store(layout, select, t=t, raw=raw, clipped=clipped, valid=valid, batch=batch)
+        self._ring_time_s[select] = _after(extended_time, layout, self.capacity)
         last_valid = _at_last(valid, layout)
-        self._broken[rows] = ~last_valid
-        self._held[rows] = ~last_valid & table.monitored[rows]
-        self._rate[rows] = np.where(last_valid, _at_last(slope_fraction, layout), self._rate[rows])
-        return EvaluationResult(transitions, layout.out_of_order)
+        self._broken[select] = ~last_valid
+        self._held[select] = ~last_valid & _take(table.monitored, select)
+        self._rate[select] = np.where(
+            last_valid, _at_last(slope_fraction, layout), self._rate[select]
+        )
+        return transitions
 
-    def _filtered(self, rows: IntArray, clipped: FloatArray, valid: BoolArray) -> _Batch:
+    def _quiet(self, rows: IntArray | slice, level: FloatArray, slope_fraction: FloatArray) -> bool:
+        """Whether no condition of the batch can be or become true (the quiet fast path).
+
+        True when no row has a condition or an alarm set, and every value of the batch
+        (valid or not) is below the lowest clear level of its gas over the whole table: then
+        every valid reading is *below* its own clear level (a nan slope too), the Schmitt
+        trigger stays off, no on-delay starts, and an alarm that is off stays off.
+        """
+        return not (
+            _take(self._condition, rows).any()
+            or _take(self._active, rows).any()
+            or (level >= self._lowest_clear_level).any()
+            or (slope_fraction >= self._lowest_clear_rate).any()
+        )
+
+    def _quiet_run_start(
+        self, layout: _Layout, rows: IntArray | slice, t: FloatArray, valid: BoolArray
+    ) -> FloatArray | None:
+        """Run starts after a quiet batch, (R, G, 3); ``None`` where none changes.
+
+        With every condition off throughout, a run starts exactly at a valid reading whose
+        previous reading (of the detector, the last one before the batch included) was invalid
+        or absent: what :meth:`_advance` finds with the condition constant.
+        """
+        previous_valid = _shifted(valid, ~self._broken[rows])
+        new_run = valid & ~previous_valid  # (R, K, G), the same for every alarm type
+        if not new_run.any():
+            return None
+        latest = _latest_time(new_run[..., np.newaxis], t, _take(self._run_start_s, rows))
+        return _at_last(latest, layout)
+
+    def _filtered(self, rows: IntArray | slice, clipped: FloatArray, valid: BoolArray) -> _Batch:
         """Causal median of 3 of each reading with the two accepted before it, (R, K, G).
 
         Defined (``filtered_valid``) only when the three readings are all valid for the gas.
         """
-        values = np.concatenate((self._previous_mole_fraction[rows], clipped), axis=1)
-        flags = np.concatenate((self._previous_valid[rows], valid), axis=1)
+        values = np.concatenate((_take(self._previous_mole_fraction, rows), clipped), axis=1)
+        flags = np.concatenate((_take(self._previous_valid, rows), valid), axis=1)
         readings = clipped.shape[1]
         first, second, third = (values[:, shift : shift + readings] for shift in range(3))
         median = np.maximum(np.minimum(first, second), np.minimum(np.maximum(first, second), third))
@@ -1052,9 +1237,14 @@ class GasAlarmEvaluator:
         shifted = t - self._origin_s[rows][:, np.newaxis]
         terms = _sum_terms(shifted, batch.filtered, batch.filtered_valid)
         capacity = self.capacity
-        newest = _wrapped(self._next[rows] - 1 + capacity, capacity)
-        base = self._ring_prefix[newest, rows]  # (R, G, 5)
-        prefix = base[:, np.newaxis] + np.cumsum(terms, axis=1)
+        newest = self._next[rows] - 1
+        newest[newest < 0] = capacity - 1
+        ring_prefix = self._ring_prefix.reshape(-1, *self._ring_prefix.shape[2:])
+        base = ring_prefix.take(newest * self.table.detector_count + rows, axis=0)  # (R, G, 5)
+        if terms.shape[1] == 1 and self.fast_paths:  # a running sum of one term is the term
+            prefix = base[:, np.newaxis] + terms
+        else:
+            prefix = base[:, np.newaxis] + np.cumsum(terms, axis=1)
         return _Batch(
             batch.filtered, batch.filtered_valid, batch.history, batch.history_valid, prefix
         )
@@ -1062,24 +1252,29 @@ class GasAlarmEvaluator:
     def _prefix_at(self, rows: IntArray, batch: _Batch, position: IntArray) -> FloatArray:
         """Running sums at extended positions (..., R, K, G) -> (..., R, K, G, 5).
 
-        Extended positions: the ring oldest first at 0..C-1, then the batch.
+        Extended positions: the ring oldest first at 0..C-1, then the batch. With one reading
+        per row every position asked for is in the ring (a window ends at the batch's reading
+        and the sums are taken just before its start).
         """
         capacity, gases = self.capacity, len(GASES)
         readings = batch.prefix.shape[1]
-        gas = np.arange(gases)
-        slot = _wrapped(
-            self._next[rows][:, np.newaxis, np.newaxis] + np.minimum(position, capacity - 1),
-            capacity,
+        gas = self._gas_axis
+        row_axis = rows[:, np.newaxis, np.newaxis]
+        in_ring = None if readings == 1 and self.fast_paths else position < capacity
+        slot = self._next[row_axis] + (
+            position if in_ring is None else np.minimum(position, capacity - 1)
         )
-        detectors = self.table.detector_count
-        ring_index = (slot * detectors + rows[:, np.newaxis, np.newaxis]) * gases + gas
+        slot -= np.where(slot >= capacity, capacity, 0)
+        ring_index = (slot * self.table.detector_count + row_axis) * gases + gas
+        ring: FloatArray = self._ring_prefix.reshape(-1, _SUMS).take(ring_index, axis=0)
+        if in_ring is None or (self.fast_paths and in_ring.all()):
+            return ring
         batch_index = (
             np.arange(rows.size)[:, np.newaxis, np.newaxis] * readings
             + np.maximum(position - capacity, 0)
         ) * gases + gas
-        ring = self._ring_prefix.reshape(-1, _SUMS)[ring_index]
-        in_batch = batch.prefix.reshape(-1, _SUMS)[batch_index]
-        result: FloatArray = np.where((position < capacity)[..., np.newaxis], ring, in_batch)
+        in_batch = batch.prefix.reshape(-1, _SUMS).take(batch_index, axis=0)
+        result: FloatArray = np.where(in_ring[..., np.newaxis], ring, in_batch)
         return result
 
     def _slopes(
@@ -1089,69 +1284,78 @@ class GasAlarmEvaluator:
 
         Returns the slope [mol mol-1 s-1] (``nan`` where not defined) and where it is too close
         to a decision (set point, clear level, a zero denominator) for its rounding error: there
-        the caller recomputes it as the reference does.
+        the caller recomputes it as the reference does. The caller silences the floating-point
+        warnings (nan where a slope is undefined).
         """
         table = self.table
         capacity = self.capacity
         readings = t.shape[1]
-        window = table.window_s[rows][:, np.newaxis, :]  # (R, 1, G)
+        window = table.window_s.take(rows, axis=0)[:, np.newaxis, :]  # (R, 1, G)
         # The window of the k-th reading is among extended positions k + 1 .. k + C (its end,
         # ``end``). Times increase along them (empty ring slots, nan, come first), so the
         # positions with tau > -reach are a suffix: counting them finds its first position.
-        tau = sliding_window_view(extended_time, capacity, axis=1)[:, 1:] - t[..., np.newaxis]
-        tau = tau[:, :, np.newaxis, :]  # (R, K, 1, C); nan compares false
-        # One window for every gas (the usual table): search once, for gas axis length 1.
-        reach = window[..., :1] if self._one_window else window
+        if readings == 1:
+            candidates = extended_time[:, np.newaxis, 1:]  # (R, 1, C)
+        else:
+            candidates = extended_time[:, self._window_positions(readings)]  # (R, K, C)
+        tau = (candidates - t[..., np.newaxis])[:, :, np.newaxis, :]  # (R, K, 1, C); nan: false
+        # Both searches at once: the window (-reach) and the span the slope needs (-3/4 reach),
+        # for one gas axis of length 1 when every gas has the same window (the usual table).
+        reach = self._reach.take(rows, axis=1)[:, :, np.newaxis, :, np.newaxis]  # (2, R, 1, G', 1)
+        inside = (tau > reach).sum(axis=-1)
         end = (capacity + np.arange(readings)).reshape(1, -1, 1)
-        inside = np.count_nonzero(tau > -reach[..., np.newaxis], axis=-1)
-        recent = np.count_nonzero(
-            tau > -(RATE_OF_RISE_MIN_SPAN_FRACTION * reach)[..., np.newaxis], axis=-1
-        )
-        start = np.minimum(end + 1 - inside, end)
-        span_end = np.minimum(end + 1 - recent, end)
-        before, span_before = self._prefix_at(rows, batch, np.stack((start, span_end)) - 1)
-        sums = batch.prefix - before
-        count, sum_t, sum_x, sum_tt, sum_tx = np.moveaxis(sums, -1, 0)
+        before, span_before = self._prefix_at(rows, batch, np.minimum(end + 1 - inside, end) - 1)
+        prefix = batch.prefix
+        sums = prefix - before
+        count, sum_t, sum_x, sum_tt, sum_tx = (sums[..., index] for index in range(_SUMS))
         early = span_before[..., 0] - before[..., 0]
-        denominator = count * sum_tt - sum_t * sum_t
-        numerator = count * sum_tx - sum_t * sum_x
-        with np.errstate(invalid="ignore", divide="ignore"):
-            slope = numerator / denominator
+        count_tt = count * sum_tt
+        t_t = sum_t * sum_t
+        count_tx = count * sum_tx
+        t_x = sum_t * sum_x
+        denominator = count_tt - t_t
+        slope = (count_tx - t_x) / denominator
         # Rounding error bounds: running sums of non-negative terms (times since the origin,
         # clipped readings) carry at most (terms added) x eps x their value; the reference sums
         # at most `capacity` terms of |tau| <= window.
-        accumulated = batch.prefix[..., 0] * _EPSILON
-        error = accumulated[..., np.newaxis] * (np.abs(batch.prefix) + np.abs(before))
+        accumulated = prefix[..., 0] * _EPSILON
+        error = accumulated[..., np.newaxis] * (np.abs(prefix) + np.abs(before))
         err_t, err_x, err_tt, err_tx = (error[..., index] for index in range(1, _SUMS))
-        magnitude_n = count * np.abs(sum_tx) + np.abs(sum_t * sum_x)
-        magnitude_d = count * sum_tt + sum_t * sum_t
+        magnitude_n = np.abs(count_tx) + np.abs(t_x)  # count >= 0: |count s| = count |s|
+        magnitude_d = count_tt + t_t
         reference_n = self.capacity * _EPSILON * 2.0 * count * window * sum_x
         reference_d = self.capacity * _EPSILON * 2.0 * count * count * window * window
+        abs_t = np.abs(sum_t)
         error_n = (
             count * err_tx
-            + np.abs(sum_t) * err_x
+            + abs_t * err_x
             + sum_x * err_t
             + _GUARD_ULPS * _EPSILON * magnitude_n
             + reference_n
         )
-        error_d = (
-            count * err_tt
-            + 2.0 * np.abs(sum_t) * err_t
-            + _GUARD_ULPS * _EPSILON * magnitude_d
-            + reference_d
-        )
+        error_d = count * err_tt + 2.0 * abs_t * err_t + _GUARD_ULPS * _EPSILON * magnitude_d
+        error_d += reference_d
         candidate = (count >= RATE_OF_RISE_MIN_SAMPLES) & (early >= 1.0)
         lel = table.lel_mole_fraction
-        with np.errstate(invalid="ignore", divide="ignore"):
-            band = _GUARD_FACTOR * (error_n + np.abs(slope) * error_d) / denominator / lel
-            value = slope / lel
-        setpoint = table.setpoint[rows][:, np.newaxis, :, AlarmType.RATE_OF_RISE]
-        clear = table.clear_level[rows][:, np.newaxis, :, AlarmType.RATE_OF_RISE]
-        near = (np.abs(value - setpoint) <= band) | (np.abs(value - clear) <= band)
+        band = _GUARD_FACTOR * (error_n + np.abs(slope) * error_d) / denominator / lel
+        value = slope / lel
+        # Distance to the set point and to the clear level at once, (R, K, 2, G).
+        levels = self._rate_levels.take(rows, axis=0)[:, np.newaxis]  # (R, 1, 2, G)
+        distance = np.abs(value[:, :, np.newaxis] - levels)
+        close = distance <= band[:, :, np.newaxis]
+        near = close[:, :, 0] | close[:, :, 1]
         uncertain = candidate & ((denominator <= _GUARD_FACTOR * error_d) | ~(band >= 0.0) | near)
-        defined = candidate & (denominator > 0.0)
         uncertain &= batch.history_valid[:, 2:]  # only valid readings compare their slope
-        return np.where(defined, slope, np.nan), uncertain
+        slope[~(candidate & (denominator > 0.0))] = np.nan
+        return slope, uncertain
+
+    def _window_positions(self, readings: int) -> IntArray:
+        """Extended positions of the windows of readings 0..K-1: k + 1 .. k + C, (K, C)."""
+        positions = self._window_index.get(readings)
+        if positions is None:
+            positions = np.arange(readings)[:, np.newaxis] + 1 + np.arange(self.capacity)
+            self._window_index[readings] = positions
+        return positions
 
     def _exact_slopes(
         self,
@@ -1187,24 +1391,24 @@ class GasAlarmEvaluator:
         return slope[:, 0, 0]
 
     def _advance(
-        self, rows: IntArray, t: FloatArray, value: FloatArray, valid: BoolArray
+        self, rows: IntArray | slice, t: FloatArray, value: FloatArray, valid: BoolArray
     ) -> _Advanced:
         """Schmitt trigger, run starts and the delayed alarm latch along the reading axis."""
-        table = self.table
-        setpoint = table.setpoint[rows][:, np.newaxis]  # (R, 1, G, 3)
-        clear = table.clear_level[rows][:, np.newaxis]
+        levels = _take(self._levels, rows)  # (R, 2, G, 3): set point, clear level
+        setpoint = levels[:, np.newaxis, 0]  # (R, 1, G, 3)
+        clear = levels[:, np.newaxis, 1]
         valid_a = valid[..., np.newaxis]
         above = valid_a & (value >= setpoint)
         below = valid_a & ~(value >= clear)  # includes an undefined (nan) slope
-        initial = self._condition[rows]
+        initial = _take(self._condition, rows)
         condition = _latest_flag(above | below, above, initial)
         previous_valid = _shifted(valid, ~self._broken[rows])[..., np.newaxis]
         new_run = valid_a & ((condition != _shifted(condition, initial)) | ~previous_valid)
-        run_start = _latest_time(new_run, t, self._run_start_s[rows])
+        run_start = _latest_time(new_run, t, _take(self._run_start_s, rows))
         elapsed = t[:, :, np.newaxis, np.newaxis] - run_start
-        on = valid_a & condition & (elapsed >= table.on_delay_s[rows][:, np.newaxis, :, None])
-        off = valid_a & ~condition & (elapsed >= table.off_delay_s[rows][:, np.newaxis, :, None])
-        initial_active = self._active[rows]
+        on = valid_a & condition & (elapsed >= _take(self._on_delay_s, rows))
+        off = valid_a & ~condition & (elapsed >= _take(self._off_delay_s, rows))
+        initial_active = _take(self._active, rows)
         active = _latest_flag(on | off, on, initial_active)
         changed = active != _shifted(active, initial_active)
         return _Advanced(condition, run_start, active, changed, setpoint)
@@ -1212,6 +1416,7 @@ class GasAlarmEvaluator:
     def _store(
         self,
         layout: _Layout,
+        select: IntArray | slice,
         *,
         t: FloatArray,
         raw: FloatArray,
@@ -1237,9 +1442,12 @@ class GasAlarmEvaluator:
             # Every reading of every row is kept: no selection.
             detector = rows[:, np.newaxis]
             slots = _wrapped(self._next[detector] + np.arange(readings), capacity)
+            entry = detector * capacity + slots  # flat (detector, slot): one index, not two
             for ring, values in zip(rings, sources, strict=True):
-                ring[detector, slots] = values
-            self._ring_prefix[slots, detector] = batch.prefix
+                ring.reshape(-1, ring.shape[-1])[entry] = values
+            self._ring_prefix.reshape(-1, *self._ring_prefix.shape[2:])[
+                slots * self.table.detector_count + detector
+            ] = batch.prefix
         else:
             k = np.arange(readings)[np.newaxis, :]
             count = accepted_count[:, np.newaxis]
@@ -1248,13 +1456,14 @@ class GasAlarmEvaluator:
             for ring, values in zip(rings, sources, strict=True):
                 ring[rows[row], slot] = values[row, column]
             self._ring_prefix[slot, rows[row]] = batch.prefix[row, column]
-        self._next[rows] = (self._next[rows] + accepted_count) % capacity
-        self._filled[rows] = np.minimum(self._filled[rows] + accepted_count, capacity)
+        added = layout.width if layout.uniform else accepted_count
+        self._next[select] = (self._next[select] + added) % capacity
+        self._filled[select] = np.minimum(self._filled[select] + added, capacity)
         # The two latest accepted readings: positions accepted, accepted + 1 of the history.
-        self._previous_mole_fraction[rows] = _after(batch.history, layout, _MEDIAN_HISTORY)
-        self._previous_valid[rows] = _after(batch.history_valid, layout, _MEDIAN_HISTORY)
-        self._last_time_s[rows] = _at_last(t, layout)
-        self._latest_raw[rows] = _at_last(raw, layout)
+        self._previous_mole_fraction[select] = _after(batch.history, layout, _MEDIAN_HISTORY)
+        self._previous_valid[select] = _after(batch.history_valid, layout, _MEDIAN_HISTORY)
+        self._last_time_s[select] = _at_last(t, layout)
+        self._latest_raw[select] = _at_last(raw, layout)
 
 
 # --------------------------------------------------------------------------------------------

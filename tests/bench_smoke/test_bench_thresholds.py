@@ -22,6 +22,7 @@ TOP_LEVEL_KEYS = {
     "goal",
     "met",
     "headline",
+    "headline_met",
     "all_agree",
     "repeats_best_of",
     "clock",
@@ -32,13 +33,17 @@ CASE_KEYS = {
     "detectors",
     "batch_readings",
     "batches",
+    "plume_fraction",
     "readings",
     "transitions",
+    "quiet_batches",
     "vectorized_readings_per_s",
     "reference_readings_per_s",
     "ratio",
+    "clocks",
     "agree",
 }
+RATE_KEYS = ("vectorized_readings_per_s", "reference_readings_per_s", "ratio")
 
 
 @pytest.fixture
@@ -50,32 +55,47 @@ def bench_thresholds(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 def test_tiny_run_has_its_keys_and_both_implementations_agree(
     bench_thresholds: ModuleType,
 ) -> None:
-    result = bench_thresholds.run(cases=((4, 8, 40), (20, 100, 3)))
+    result = bench_thresholds.run(cases=((4, 8, 40), (20, 100, 3), (4, 8, 10, 0.0)))
     json.dumps(result)  # serialisable as the runner writes it
     assert set(result) == TOP_LEVEL_KEYS
-    assert result["clock"] == "wall"
+    assert result["clock"] == "cpu"  # the default
     assert result["goal"] == 50.0
     assert result["all_agree"] is True
-    assert len(result["cases"]) == 2
+    assert len(result["cases"]) == 3
     for case in result["cases"]:
         assert set(case) == CASE_KEYS
         assert case["agree"] is True
         assert case["readings"] == case["batch_readings"] * case["batches"]
-        for key in ("vectorized_readings_per_s", "reference_readings_per_s", "ratio"):
-            assert math.isfinite(case[key])
-            assert case[key] > 0
-        assert math.isclose(
-            case["ratio"], case["vectorized_readings_per_s"] / case["reference_readings_per_s"]
-        )
+        assert 0 <= case["quiet_batches"] <= case["batches"]
+        assert set(case["clocks"]) == {"cpu", "wall"}
+        for figures in (case, case["clocks"]["cpu"], case["clocks"]["wall"]):
+            for key in RATE_KEYS:
+                assert math.isfinite(figures[key])
+                assert figures[key] > 0
+            assert math.isclose(
+                figures["ratio"],
+                figures["vectorized_readings_per_s"] / figures["reference_readings_per_s"],
+            )
+        assert {key: case[key] for key in RATE_KEYS} == case["clocks"]["cpu"]
     assert result["met"] is (result["min_ratio"] >= result["goal"])
     assert result["headline"] is None  # the tiny run has no 3000-detector case
-    # The plume makes alarms happen (4 detectors x 160 s: at least one rises through LOW).
-    assert sum(case["transitions"] for case in result["cases"]) > 0
+    assert result["headline_met"] is None
+    *plumed, quiet = result["cases"]
+    assert [case["plume_fraction"] for case in plumed] == [0.1, 0.1]  # the default
+    # The plume makes alarms happen (on 10 % of the detectors: some rise through LOW).
+    assert sum(case["transitions"] for case in plumed) > 0
+    # No plume: noise alone (0.57 %LEL methane, 1 sigma) never nears a set point, so every
+    # batch takes the quiet path.
+    assert quiet["plume_fraction"] == 0.0
+    assert quiet["transitions"] == 0
+    assert quiet["quiet_batches"] == quiet["batches"]
 
 
-def test_cpu_clock_runs_and_an_unknown_clock_is_refused(bench_thresholds: ModuleType) -> None:
-    result = bench_thresholds.run(cases=((4, 8, 10),), clock="cpu")
-    assert result["clock"] == "cpu"
+def test_wall_clock_runs_and_an_unknown_clock_is_refused(bench_thresholds: ModuleType) -> None:
+    result = bench_thresholds.run(cases=((4, 8, 10),), clock="wall")
+    assert result["clock"] == "wall"
     assert result["all_agree"] is True
+    case = result["cases"][0]
+    assert case["ratio"] == case["clocks"]["wall"]["ratio"]
     with pytest.raises(ValueError, match="clock must be one of"):
         bench_thresholds.run(cases=((4, 8, 10),), clock="sundial")
