@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipesentinel.alarm_config import AlarmConfig
+from pipesentinel.camera_geometry import CameraPose, laser_beam_m
 from pipesentinel.detection.alarms import (
     AlarmDefinition,
     AlarmEvent,
@@ -68,7 +69,7 @@ from pipesentinel.detection.thresholds import (
     GasAlarmEvaluator,
     SetpointTable,
 )
-from pipesentinel.detection.voting import ZoneIndex, ZoneVote, vote
+from pipesentinel.detection.voting import CAMERA_CLOUD_DISTANCE_M, ZoneIndex, ZoneVote, vote
 from pipesentinel.ingest.records import (
     CameraFrame,
     DeviceStatus,
@@ -81,6 +82,7 @@ from pipesentinel.settings import AlarmSettings, DetectionSettings
 from pipesentinel.site import Gas, Site
 
 BoolArray = NDArray[np.bool_]
+FloatArray = NDArray[np.float64]
 
 RESTART_SETTLE_S: Final = 30.0
 """After a (re)start, alarms the journal says are active are reconciled with the engine's own
@@ -210,6 +212,19 @@ class DetectionEngine:
         )
         self.cameras = SiteCameraAnalytics(site)
         self.coverage = site_camera_coverage(site)
+        # Where each camera's laser beam runs (ground plane) and where each gas detector stands.
+        self._laser_beams: dict[str, FloatArray] = {
+            camera.id: np.stack(
+                [
+                    np.asarray(end[:2], dtype=np.float64)
+                    for end in laser_beam_m(CameraPose.from_camera(camera), camera.laser_range_m)
+                ]
+            )
+            for camera in site.cameras
+        }
+        self._detector_positions_m = np.array(
+            [detector.position_m[:2] for detector in site.gas_detectors], dtype=np.float64
+        ).reshape(-1, 2)
         self.zones = ZoneIndex.for_site(site)
         self.tracker = IncidentTracker(site, self.zones)
         self.tracker.restore(incidents)
@@ -480,7 +495,7 @@ class DetectionEngine:
         """From the current state to alarm conditions, alarm events and incidents."""
         wanted: dict[str, _Wanted] = {}
         faulted_cameras = self._faulted_cameras()
-        camera_gas_zones = self._camera_conditions(now_s, wanted, faulted_cameras)
+        camera_gas_zones, sightings = self._camera_conditions(now_s, wanted, faulted_cameras)
         # Device faults.
         faults = self.health.faults_by_device()
         self._warming_up = {
@@ -513,7 +528,9 @@ class DetectionEngine:
                 percent / PERCENT,
                 f"{detector.id} {gas.value} {percent:.0f} %LEL ({self.lel_basis.value})",
             )
-        result = self._vote(active, camera_gas_zones, wanted, in_grace=in_grace)
+        result = self._vote(
+            active, camera_gas_zones, wanted, in_grace=in_grace, sightings=sightings
+        )
         events = self._tell(wanted, now_s)
         standing = self._standing_by_zone(wanted, faulted_cameras)
         evidence = [item for item in evidence if item.source_id not in faulted_cameras]
@@ -531,12 +548,15 @@ class DetectionEngine:
 
     def _camera_conditions(
         self, now_s: float, wanted: dict[str, _Wanted], faulted_cameras: frozenset[str]
-    ) -> dict[str, set[str]]:
+    ) -> tuple[dict[str, set[str]], FloatArray]:
         """Camera conditions still held, into ``wanted``; zones a healthy camera sees gas in.
 
-        Returns the channels per zone, e.g. ``{"P1-S1": {"CAM1 laser"}}``.
+        Returns the channels per zone, e.g. ``{"P1-S1": {"CAM1 laser"}}``, and where the healthy
+        cameras see gas: segments (n, 2, 2) [m] (a laser's beam; a thermal plume's ground
+        position as a segment of zero length).
         """
         camera_gas_zones: dict[str, set[str]] = {}
+        sightings: list[FloatArray] = []
         for alarm_id, (seen_s, hold_s, detection) in list(self._camera_seen.items()):
             if now_s - seen_s > hold_s:
                 del self._camera_seen[alarm_id]
@@ -547,8 +567,21 @@ class DetectionEngine:
                 source = f"{detection.camera_id} {detection.channel.value}"
                 for zone in self._zones_seen_by(detection):
                     camera_gas_zones.setdefault(zone, set()).add(source)
+                sighting = self._sighting(detection)
+                if sighting is not None:
+                    sightings.append(sighting)
             wanted[alarm_id] = _Wanted(detection.confidence, _describe_detection(detection))
-        return camera_gas_zones
+        stacked = np.array(sightings, dtype=np.float64).reshape(-1, 2, 2)
+        return camera_gas_zones, stacked
+
+    def _sighting(self, detection: CameraDetection) -> FloatArray | None:
+        """Where a camera's gas detection lies: a segment (2, 2) [m], or None if unknown."""
+        if detection.kind is DetectionKind.LASER_GAS:
+            return self._laser_beams.get(detection.camera_id)
+        if detection.blob is not None and detection.blob.ground_position_m is not None:
+            point = np.asarray(detection.blob.ground_position_m, dtype=np.float64)
+            return np.stack([point, point])
+        return None
 
     def _standing_by_zone(
         self, wanted: Mapping[str, _Wanted], faulted_cameras: frozenset[str]
@@ -587,11 +620,12 @@ class DetectionEngine:
         wanted: dict[str, _Wanted],
         *,
         in_grace: bool,
+        sightings: FloatArray | None = None,
     ) -> ZoneVote:
         """Vote every zone; add the zone conditions to ``wanted``.
 
         ``camera_gas_zones`` names, per zone, the healthy camera channels that see gas in it
-        (``"CAM1 laser"``).
+        (``"CAM1 laser"``); ``sightings`` (n, 2, 2) where they see it [m].
         """
         low: BoolArray = np.any(active[:, :, AlarmType.LOW], axis=1)
         high: BoolArray = np.any(active[:, :, AlarmType.HIGH], axis=1)
@@ -605,6 +639,7 @@ class DetectionEngine:
             camera_sources=[
                 ", ".join(sorted(camera_gas_zones.get(zone, ()))) for zone in self.zones.zone_ids
             ],
+            camera_near=self._near_sightings(sightings),
         )
         self._last_vote = result
         warming = np.array([d.id in self._warming_up for d in self.site.gas_detectors])
@@ -630,6 +665,16 @@ class DetectionEngine:
                 text = self._operator_confirmed[zone]
                 wanted[zone_alarm_id(zone, "confirmed_leak")] = _Wanted(None, text)
         return result
+
+    def _near_sightings(self, sightings: FloatArray | None) -> BoolArray:
+        """Per detector: a camera's gas sighting within CAMERA_CLOUD_DISTANCE_M of it."""
+        if sightings is None or sightings.shape[0] == 0:
+            return np.zeros(len(self.site.gas_detectors), dtype=np.bool_)
+        distance_m = point_segment_distance_m(
+            self._detector_positions_m, sightings[:, 0, :], sightings[:, 1, :]
+        )
+        near: BoolArray = np.any(distance_m <= CAMERA_CLOUD_DISTANCE_M, axis=1)
+        return near
 
     def _gas_fault_mask(self, *, in_grace: bool) -> BoolArray:
         """Detectors in fault; during the start-up grace, not those never heard from yet."""
@@ -905,3 +950,17 @@ def incident_notification(incident: Incident) -> dict[str, Any]:
     body["event_id"] = f"{incident.id}:v{incident.version}"
     body["time_s"] = incident.updated_time_s
     return body
+
+
+def point_segment_distance_m(
+    points_m: FloatArray, start_m: FloatArray, end_m: FloatArray
+) -> FloatArray:
+    """Horizontal distance of each point (n, 2) to each segment (m, 2)-(m, 2): (n, m) [m]."""
+    direction = end_m - start_m  # (m, 2)
+    length2 = np.sum(direction * direction, axis=1)  # (m,)
+    offset = points_m[:, np.newaxis, :] - start_m[np.newaxis, :, :]  # (n, m, 2)
+    along = np.sum(offset * direction[np.newaxis, :, :], axis=2)
+    fraction = np.clip(np.divide(along, length2, out=np.zeros_like(along), where=length2 > 0), 0, 1)
+    nearest = start_m[np.newaxis, :, :] + fraction[:, :, np.newaxis] * direction[np.newaxis, :, :]
+    distance: FloatArray = np.linalg.norm(points_m[:, np.newaxis, :] - nearest, axis=2)
+    return distance

@@ -41,6 +41,13 @@ IntArray = NDArray[np.int64]
 CONFIRMING_DETECTORS: Final = 2
 """Healthy detectors at LOW that confirm a leak in a zone with no detector in fault (2ooN)."""
 
+CAMERA_CLOUD_DISTANCE_M: Final = 300.0
+"""A camera's gas sighting (laser beam, thermal plume) this close to a detector at HIGH confirms
+the detector's zone, even when the camera watches a neighbouring zone [m]. The same design
+distance as ``incidents.INCIDENT_MERGE_DISTANCE_M`` (gas seen this close together is almost
+surely one cloud: a 1 kg/s cloud stays above 10 %LEL over ~1 km in neutral air); two independent
+instruments of different principles then see the same cloud."""
+
 DEGRADED_CONFIRMING_DETECTORS: Final = 1
 """Healthy detectors at LOW that confirm a leak while a detector of the zone is in fault:
 2ooN degrades to 1oo(N-1)."""
@@ -97,6 +104,9 @@ class ZoneVote:
     degraded: BoolArray
     blind: BoolArray
     camera_sources: tuple[str, ...] = ()  # per zone, e.g. "CAM1 laser" ("" or empty: unnamed)
+    # Per zone: a healthy detector of it at HIGH has a camera's gas sighting within
+    # CAMERA_CLOUD_DISTANCE_M (one cloud), even where the camera watches another zone.
+    camera_near_high: BoolArray | None = None
 
     def _cameras(self, zone: int) -> str:
         source = self.camera_sources[zone] if zone < len(self.camera_sources) else ""
@@ -120,9 +130,14 @@ class ZoneVote:
         if self.confirmed[zone]:
             if low >= self.required[zone]:
                 parts.append(f"confirmed: {low} of {healthy} healthy detectors at LOW")
-            else:
+            elif self.camera_gas[zone]:
                 parts.append(
                     f"confirmed: {high} detector(s) at HIGH and {self._cameras(zone)} sees gas"
+                )
+            else:
+                parts.append(
+                    f"confirmed: {high} detector(s) at HIGH and a camera sees gas within "
+                    f"{CAMERA_CLOUD_DISTANCE_M:.0f} m of it (one cloud)"
                 )
         elif self.suspected[zone]:
             text = (
@@ -147,6 +162,7 @@ def vote(
     in_fault: BoolArray,
     camera_gas: BoolArray | None = None,
     camera_sources: Sequence[str] = (),
+    camera_near: BoolArray | None = None,
 ) -> ZoneVote:
     """Vote every zone.
 
@@ -163,6 +179,11 @@ def vote(
         default none. Makes the zone suspected; with a HIGH, confirmed.
     camera_sources
         Per zone, which camera channels see gas, for the reason (``"CAM1 laser"``); optional.
+    camera_near
+        Per detector, whether a healthy camera sees gas within :data:`CAMERA_CLOUD_DISTANCE_M`
+        of it [1]; default none. A detector at HIGH with a camera's gas that close confirms its
+        zone even when the camera watches a neighbouring zone (the same cloud); it never makes a
+        zone suspected by itself.
     """
     n_detectors = index.zone_of_detector.shape[0]
     for name, array in (("low_active", low_active), ("high_active", high_active)):
@@ -181,6 +202,13 @@ def vote(
         raise ValueError(
             f"camera_sources must name {index.n_zones} zones, got {len(camera_sources)}"
         )
+    near = (
+        np.zeros(n_detectors, dtype=np.bool_)
+        if camera_near is None
+        else np.asarray(camera_near, dtype=np.bool_)
+    )
+    if near.shape != (n_detectors,):
+        raise ValueError(f"camera_near must have shape ({n_detectors},), got {near.shape}")
     healthy_detector = ~in_fault
     healthy = index.count(healthy_detector)
     low_votes = index.count((low_active | high_active) & healthy_detector)
@@ -188,7 +216,8 @@ def vote(
     degraded = healthy < index.detectors_per_zone
     blind = healthy == 0
     required = np.where(degraded, DEGRADED_CONFIRMING_DETECTORS, CONFIRMING_DETECTORS)
-    confirmed = ~blind & ((low_votes >= required) | ((high_votes >= 1) & cameras))
+    high_near = index.count(high_active & healthy_detector & near) >= 1
+    confirmed = ~blind & ((low_votes >= required) | ((high_votes >= 1) & cameras) | high_near)
     suspected = (~blind & (low_votes >= 1)) | cameras
     return ZoneVote(
         zone_ids=index.zone_ids,
@@ -203,6 +232,7 @@ def vote(
         degraded=degraded & ~blind,
         blind=blind,
         camera_sources=tuple(camera_sources),
+        camera_near_high=high_near & ~blind,
     )
 
 

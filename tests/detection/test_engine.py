@@ -14,9 +14,15 @@ import pytest
 
 from pipesentinel.alarm_config import load_alarm_config
 from pipesentinel.detection.alarms import AlarmEvent, EventType, MemoryJournal
-from pipesentinel.detection.engine import DetectionEngine, EngineOutput, alarm_notification
+from pipesentinel.detection.engine import (
+    DetectionEngine,
+    EngineOutput,
+    alarm_notification,
+    point_segment_distance_m,
+)
 from pipesentinel.detection.gases import DEFAULT_LEL_BASIS
 from pipesentinel.detection.incidents import Incident, IncidentError
+from pipesentinel.detection.voting import CAMERA_CLOUD_DISTANCE_M
 from pipesentinel.hardware.offline import scenario_records
 from pipesentinel.hardware.scenario import Scenario, load_scenario, parse_scenario
 from pipesentinel.hardware.world import SiteSimulation
@@ -325,6 +331,39 @@ def test_high_plus_camera_on_the_zones_segment_confirms() -> None:
     assert incident.zones == ("P1-S1",)
     kinds = {(item.source_id, item.kind) for item in incident.evidence}
     assert {("GD02", "gas.high"), ("CAM1", "camera.laser_gas")} <= kinds
+
+
+def test_high_plus_camera_gas_on_the_same_cloud_next_door_confirms() -> None:
+    # Leak-point validation runs in which GD03 (P1-S2) went to HIGH while the gas reached CAM1's
+    # beam, which watches the neighbouring segment P1-S1 ~240 m away: one cloud, two
+    # instruments. GD05 (P1-S2 as well, ~1.1 km from that beam) at HIGH with the same laser
+    # reading stays suspected.
+    stream = _Stream(
+        gas={"GD03": _from(200.0, HIGH_METHANE)}, laser={"CAM1": _from(240.0, LASER_GAS_M)}
+    )
+    _, first_active, first_event, incidents = _collect(stream, 260.0)
+    assert 240.0 <= first_active["zone.P1-S2.confirmed_leak"] < 245.0
+    detail = first_event["zone.P1-S2.confirmed_leak"].detail
+    assert f"within {CAMERA_CLOUD_DISTANCE_M:.0f} m" in detail
+    assert "zone.P1-S1.confirmed_leak" not in first_active  # CAM1 alone: P1-S1 suspected
+    assert "zone.P1-S1.suspected_leak" in first_active
+    assert any("P1-S2" in incident.zones for incident in incidents.values())
+    far = _Stream(
+        gas={"GD05": _from(200.0, HIGH_METHANE)}, laser={"CAM1": _from(240.0, LASER_GAS_M)}
+    )
+    _, far_active, _, far_incidents = _collect(far, 260.0)
+    assert "GD05.methane.high" in far_active
+    assert "zone.P1-S2.confirmed_leak" not in far_active
+    assert far_incidents == {}
+
+
+def test_point_segment_distance() -> None:
+    points = np.array([[0.0, 5.0], [-3.0, 4.0], [12.0, 0.0]])
+    start = np.array([[0.0, 0.0], [1.0, 1.0]])
+    end = np.array([[10.0, 0.0], [1.0, 1.0]])  # the second segment is a point
+    distance = point_segment_distance_m(points, start, end)
+    np.testing.assert_allclose(distance[:, 0], [5.0, 5.0, 2.0])
+    np.testing.assert_allclose(distance[:, 1], [math.hypot(1, 4), 5.0, math.hypot(11, 1)])
 
 
 def test_incident_keeps_the_evidence_seen_before_it_opened() -> None:

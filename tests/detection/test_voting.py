@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipesentinel.detection.voting import ZoneIndex, vote
+from pipesentinel.detection.voting import CAMERA_CLOUD_DISTANCE_M, ZoneIndex, vote
 from pipesentinel.site import Site
 from pipesentinel.site_loader import load_site
 
@@ -199,3 +199,58 @@ def test_vote_invariants(data: st.DataObject) -> None:
     clean = vote(site_index, low_active=low, high_active=high, in_fault=np.zeros(n, bool))
     expected = site_index.count(low | high) >= 2
     assert np.array_equal(clean.confirmed, expected)
+
+
+def test_high_with_a_camera_sighting_nearby_confirms_even_in_a_neighbouring_zone(
+    index: ZoneIndex,
+) -> None:
+    members = _zone_members(index, 1)
+    high = _empty(index)
+    high[members[0]] = True
+    near = _empty(index)
+    near[members[0]] = True
+    result = vote(
+        index,
+        low_active=high,
+        high_active=high,
+        in_fault=_empty(index),
+        camera_near=near,
+    )
+    assert result.confirmed[1]
+    assert result.camera_near_high is not None
+    assert result.camera_near_high[1]
+    assert f"within {CAMERA_CLOUD_DISTANCE_M:.0f} m" in result.reason(1)
+    # Near a detector that is only at LOW, or near a quiet one: no confirmation, no suspicion.
+    low_only = vote(
+        index, low_active=high, high_active=_empty(index), in_fault=_empty(index), camera_near=near
+    )
+    assert not low_only.confirmed[1]
+    quiet = vote(
+        index,
+        low_active=_empty(index),
+        high_active=_empty(index),
+        in_fault=_empty(index),
+        camera_near=near,
+    )
+    assert not quiet.suspected.any()
+    # The HIGH of a detector in fault never counts, however close the camera's gas.
+    faulty = vote(index, low_active=high, high_active=high, in_fault=near.copy(), camera_near=near)
+    assert not faulty.confirmed[1]
+    # A sighting near another detector of the zone does not confirm this detector's HIGH.
+    other = _empty(index)
+    other[members[1]] = True
+    elsewhere = vote(
+        index, low_active=high, high_active=high, in_fault=_empty(index), camera_near=other
+    )
+    assert not elsewhere.confirmed[1]
+
+
+def test_camera_near_must_have_one_flag_per_detector(index: ZoneIndex) -> None:
+    with pytest.raises(ValueError, match="camera_near"):
+        vote(
+            index,
+            low_active=_empty(index),
+            high_active=_empty(index),
+            in_fault=_empty(index),
+            camera_near=np.zeros(3, dtype=np.bool_),
+        )
