@@ -56,7 +56,9 @@ from pipesentinel.detection.stability import StabilityClass
 from pipesentinel.ingest.records import CameraChannel
 from pipesentinel.ingest.storage.base import MAX_TIME_S, MIN_TIME_S, StorageError
 
-__all__ = ["API_PREFIX", "create_app"]
+__all__ = ["API_PREFIX", "GLB_MEDIA_TYPE", "create_app"]
+
+GLB_MEDIA_TYPE: Final = "model/gltf-binary"  # registered with IANA (glTF 2.0 spec, media types)
 
 API_PREFIX: Final = "/api/v1"
 WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -581,6 +583,18 @@ def create_app(context: ApiContext) -> FastAPI:  # noqa: PLR0915 - the route tab
         except IncidentError as error:
             raise ConflictError(str(error)) from error
         return closed.to_json()
+
+    # --- 3D model ------------------------------------------------------------------------------
+
+    @app.get(
+        f"{API_PREFIX}/scene.glb",
+        tags=["scene"],
+        response_class=Response,
+        responses={200: {"content": {GLB_MEDIA_TYPE: {}}}},
+    )
+    def scene(state: State, _who: Viewer) -> Response:
+        """The site's 3D model, glTF binary: one named node per asset with its data."""
+        return Response(content=state.scene_glb(), media_type=GLB_MEDIA_TYPE)
 
     # --- plans ----------------------------------------------------------------------------------
 

@@ -27,6 +27,8 @@ from pipesentinel.ingest.storage.responses import ResponseStore
 from pipesentinel.plans.cap import CapStatus
 from pipesentinel.plans.response import ResponseContext
 from pipesentinel.settings import Settings
+from pipesentinel.simulation.gltf import scene_to_glb
+from pipesentinel.simulation.scene import build_scene
 from pipesentinel.site import Site
 
 __all__ = ["ApiContext", "ApiState", "open_api_context"]
@@ -70,6 +72,7 @@ class ApiState:
     audit_failures: int = 0
     _alarm_reader: AlarmReader | None = None
     _response_context: ResponseContext | None = None
+    _scene_glb: bytes | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -86,6 +89,13 @@ class ApiState:
                 self._alarm_reader = AlarmReader(self.context.journal)
             reader = self._alarm_reader
         return reader.snapshots()
+
+    def scene_glb(self) -> bytes:
+        """The site's 3D model as GLB (``docs/scene.md``), built once on first use (~1 s)."""
+        with self._lock:
+            if self._scene_glb is None:
+                self._scene_glb = scene_to_glb(build_scene(self.context.site))
+            return self._scene_glb
 
     def detection(self) -> DetectionService:
         """The live detection service; :class:`ServiceUnavailableError` on a read-only API."""

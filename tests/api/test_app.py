@@ -20,7 +20,7 @@ from schemathesis.generation import GenerationMode
 from starlette.websockets import WebSocketDisconnect
 
 from pipesentinel.alarm_config import AlarmConfig
-from pipesentinel.api.app import create_app
+from pipesentinel.api.app import GLB_MEDIA_TYPE, create_app
 from pipesentinel.api.audit import AuditLog
 from pipesentinel.api.auth import Role, TokenRegistry, mint_token
 from pipesentinel.api.context import ApiContext, open_api_context
@@ -40,6 +40,7 @@ from pipesentinel.ingest.topics import MessageKind
 from pipesentinel.plans.cap import CapStatus
 from pipesentinel.plans.response import ResponseContext
 from pipesentinel.settings import Settings
+from pipesentinel.simulation.gltf import read_glb
 from pipesentinel.site import Site
 from pipesentinel.site_loader import load_site
 
@@ -808,3 +809,24 @@ def test_the_context_opens_the_stores_named_by_the_settings(tmp_path: Path, site
     assert "pipesentinel_ingest_connected 1" in lines
     assert settings.api.audit_path.exists()
     assert settings.alarms.journal_path.exists()
+
+
+# --- 3D model ----------------------------------------------------------------------------------
+
+
+def test_scene_glb_names_every_pipeline_segment_and_needs_a_token(
+    make_api: Callable[..., Api], site: Site
+) -> None:
+    api = make_api(live=False)
+    assert api.client.get("/api/v1/scene.glb").status_code == 401
+    answer = api.client.get("/api/v1/scene.glb", headers=api.headers(Role.VIEWER))
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == GLB_MEDIA_TYPE
+    document, _ = read_glb(answer.content)
+    names = {node.get("name") for node in document["nodes"]}
+    segments = {segment.id for pipeline in site.pipelines for segment in pipeline.segments}
+    assert segments
+    assert segments <= names
+    # Built once: the second answer is the same bytes.
+    again = api.client.get("/api/v1/scene.glb", headers=api.headers(Role.VIEWER))
+    assert again.content == answer.content
