@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -27,7 +28,7 @@ from pipesentinel.hardware.testbed import (
     ServiceNotInstalledError,
 )
 from pipesentinel.ingest.topics import TOPIC_ROOT
-from pipesentinel.settings import StorageSettings
+from pipesentinel.settings import Settings, StorageSettings
 
 REQUIRE_SERVICES_VARIABLE = "PIPESENTINEL_REQUIRE_SERVICES"
 SERVICE_FIXTURES = frozenset(
@@ -139,4 +140,38 @@ def influx_storage_settings(influxd: InfluxdProcess, unique_site_id: str) -> Sto
         influx_url=influxd.url,
         influx_database=f"db_{unique_site_id}",
         influx_timeout_s=10.0,
+    )
+
+
+SITE_DIR = Path(__file__).resolve().parents[1] / "sites" / "wanli"
+
+
+@pytest.fixture
+def live_settings(mosquitto: MosquittoProcess, tmp_path: Path, unique_site_id: str) -> Settings:
+    """Settings of a live chain on the session's Mosquitto: every store in ``tmp_path``, MQTT
+    client ids of the test's own site (``unique_site_id``), camera analytics off, 0.2 s ticks."""
+    site_id = unique_site_id
+    return Settings(
+        site_dir=SITE_DIR,
+        broker={"url": mosquitto.url, "client_id": f"ingest-{site_id}"},
+        storage={"sqlite_path": tmp_path / "telemetry.sqlite3", "frames_dir": tmp_path / "f"},
+        ingest={"dead_letter_path": tmp_path / "dead_letter.sqlite3"},
+        alarms={
+            "journal_path": tmp_path / "journal.sqlite3",
+            "incidents_path": tmp_path / "incidents.sqlite3",
+        },
+        detection={
+            "tick_period_s": 0.2,
+            "camera_analytics": False,
+            "mqtt_client_id": f"detection-{site_id}",
+        },
+        notifications={
+            "mqtt_client_id": f"notifier-{site_id}",
+            "log_path": tmp_path / "notifications.sqlite3",
+        },
+        response={
+            "responses_path": tmp_path / "responses.sqlite3",
+            "plan_decisions_path": tmp_path / "plan_decisions.sqlite3",
+        },
+        api={"tokens_path": tmp_path / "tokens.json", "audit_path": tmp_path / "audit.sqlite3"},
     )

@@ -37,36 +37,6 @@ def _free_port() -> int:
         return port
 
 
-def _settings(broker: MosquittoProcess, directory: Path, site_id: str) -> Settings:
-    return Settings(
-        site_dir=SITE_DIR,
-        broker={"url": broker.url, "client_id": f"ingest-{site_id}"},
-        storage={"sqlite_path": directory / "telemetry.sqlite3", "frames_dir": directory / "f"},
-        ingest={"dead_letter_path": directory / "dead_letter.sqlite3"},
-        alarms={
-            "journal_path": directory / "journal.sqlite3",
-            "incidents_path": directory / "incidents.sqlite3",
-        },
-        detection={
-            "tick_period_s": 0.2,
-            "camera_analytics": False,
-            "mqtt_client_id": f"detection-{site_id}",
-        },
-        notifications={
-            "mqtt_client_id": f"notifier-{site_id}",
-            "log_path": directory / "notifications.sqlite3",
-        },
-        response={
-            "responses_path": directory / "responses.sqlite3",
-            "plan_decisions_path": directory / "plan_decisions.sqlite3",
-        },
-        api={
-            "tokens_path": directory / "tokens.json",
-            "audit_path": directory / "audit.sqlite3",
-        },
-    )
-
-
 def _wait_for(client: httpx.Client, url: str, headers: dict[str, str], found: Any) -> Any:
     deadline = time.monotonic() + WAIT_S
     last: Any = None
@@ -81,10 +51,10 @@ def _wait_for(client: httpx.Client, url: str, headers: dict[str, str], found: An
 
 
 def test_serve_raises_an_alarm_the_duty_officer_acknowledges_over_http(
-    mosquitto: MosquittoProcess, tmp_path: Path, unique_site_id: str
+    mosquitto: MosquittoProcess, live_settings: Settings, unique_site_id: str
 ) -> None:
     site: Site = dataclasses.replace(load_site(SITE_DIR), id=unique_site_id)
-    settings = _settings(mosquitto, tmp_path, site.id)
+    settings = live_settings
     officer = {
         "Authorization": "Bearer "
         + mint_token(settings.api.tokens_path, name="duty1", role=ApiRole.DUTY_OFFICER)

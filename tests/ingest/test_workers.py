@@ -39,28 +39,6 @@ METHANE_PPM = 15_000.0  # 34 %LEL on the IEC 60079-20-1 basis (LEL 4.4 %vol): ab
 READINGS = 5  # one detector, 1.1 s apart: the 1 s on-delay is complete after the second
 
 
-def _settings(broker: MosquittoProcess, directory: Path, site_id: str) -> Settings:
-    return Settings(
-        site_dir=SITE_DIR,
-        broker={"url": broker.url, "client_id": f"ingest-{site_id}"},
-        storage={"sqlite_path": directory / "telemetry.sqlite3", "frames_dir": directory / "f"},
-        ingest={"dead_letter_path": directory / "dead_letter.sqlite3"},
-        alarms={
-            "journal_path": directory / "journal.sqlite3",
-            "incidents_path": directory / "incidents.sqlite3",
-        },
-        detection={
-            "tick_period_s": 0.2,
-            "camera_analytics": False,
-            "mqtt_client_id": f"detection-{site_id}",
-        },
-        notifications={
-            "mqtt_client_id": f"notifier-{site_id}",
-            "log_path": directory / "notifications.sqlite3",
-        },
-    )
-
-
 class AlarmWatcher:
     """Waits for one retained alarm topic to reach a state."""
 
@@ -124,10 +102,10 @@ def test_a_qos_0_feed_speaks_mqtt_311_unless_told_otherwise() -> None:
 
 
 def test_storage_process_stores_and_detection_alarms_from_the_same_messages(
-    mosquitto: MosquittoProcess, tmp_path: Path, unique_site_id: str
+    mosquitto: MosquittoProcess, live_settings: Settings, unique_site_id: str
 ) -> None:
     site: Site = dataclasses.replace(load_site(SITE_DIR), id=unique_site_id)
-    settings = _settings(mosquitto, tmp_path, site.id)
+    settings = live_settings
     prefix = f"{TOPIC_ROOT}/{site.id}"
     alarm_topic = f"{prefix}/alarms/zone.P1-S3.suspected_leak"
     watcher = AlarmWatcher(mosquitto, alarm_topic)
