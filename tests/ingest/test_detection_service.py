@@ -122,6 +122,20 @@ def chain(
     store.close()
 
 
+def _publish_gas(device: mqtt.Client, topic: str, *, readings: int) -> None:
+    """``readings`` of 34 %LEL methane 1.1 s apart (the 1 s on-delay needs two, 1 s apart)."""
+    for seq in range(1, readings + 1):
+        body = {
+            "ts": round(time.time() * 1000),
+            "seq": seq,
+            "ch4_ppm": METHANE_PPM,
+            "c3h8_ppm": 0.0,
+            "status": "ok",
+        }
+        device.publish(topic, json.dumps(body).encode(), qos=1).wait_for_publish(WAIT_S)
+        time.sleep(1.1)
+
+
 def test_gas_on_one_detector_raises_a_suspected_leak_on_mqtt_and_an_ack_is_published(
     mosquitto: MosquittoProcess, site: Site, chain: tuple[Settings, DetectionService]
 ) -> None:
@@ -134,18 +148,7 @@ def test_gas_on_one_detector_raises_a_suspected_leak_on_mqtt_and_an_ack_is_publi
     device.connect(mosquitto.host, mosquitto.port)
     device.loop_start()
     try:
-        for seq in range(1, 6):
-            body = {
-                "ts": round(time.time() * 1000),
-                "seq": seq,
-                "ch4_ppm": METHANE_PPM,
-                "c3h8_ppm": 0.0,
-                "status": "ok",
-            }
-            device.publish(f"{prefix}/gas/GD07", json.dumps(body).encode(), qos=1).wait_for_publish(
-                WAIT_S
-            )
-            time.sleep(1.1)  # the 1 s on-delay needs two readings at least 1 s apart
+        _publish_gas(device, f"{prefix}/gas/GD07", readings=5)
         topic = f"{prefix}/alarms/zone.P1-S3.suspected_leak"
         alarm = watcher.wait(topic, "unack")
         assert alarm["priority"] == "high"
@@ -236,18 +239,7 @@ def test_duty_officer_confirms_a_suspected_zone(
     device.connect(mosquitto.host, mosquitto.port)
     device.loop_start()
     try:
-        for seq in range(1, 6):
-            body = {
-                "ts": round(time.time() * 1000),
-                "seq": seq,
-                "ch4_ppm": METHANE_PPM,
-                "c3h8_ppm": 0.0,
-                "status": "ok",
-            }
-            device.publish(f"{prefix}/gas/GD07", json.dumps(body).encode(), qos=1).wait_for_publish(
-                WAIT_S
-            )
-            time.sleep(1.1)
+        _publish_gas(device, f"{prefix}/gas/GD07", readings=5)
         watcher.wait(f"{prefix}/alarms/zone.P1-S3.suspected_leak", "unack")
         assert detection.open_incidents() == []
         incident = detection.confirm_zone("P1-S3", user="duty1", reason="patrol smells gas")
