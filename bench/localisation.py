@@ -2,9 +2,12 @@
 
 The product: :func:`pipesentinel.detection.localisation.localise` over every ~1 m candidate of
 both pipelines (~7000) with every device of the site as an observation (20 + 10 detectors, 8
-laser beams), the wind averaged over Gauss-Hermite direction nodes and the rate on its log grid.
-Measured cold (footprint computed) and warm (footprint cached by :class:`Localiser`, the case of
-re-estimating on each batch while the wind state holds).
+laser beams), the point detectors averaged over the wind direction analytically and the rate on
+its log grid. Measured cold (footprint computed) and warm (footprint cached by
+:class:`Localiser`, the case of re-estimating on each batch while the wind state holds). The
+likelihood trims the candidates that cannot explain the detections before any (candidate x rate)
+array is built (:func:`~pipesentinel.detection.localisation.log_likelihood`), so a warm estimate
+of a well-seen leak costs little more than the footprint's lookup.
 
 Also timed in the same run: the point detectors' footprint with the analytic direction average
 (the default) against the 5-node Gauss-Hermite average it replaced.

@@ -27,7 +27,10 @@ censored; Keats, Yee & Lien 2007, Atmos. Environ. 41, 465-479, for the source-re
   for underground detectors by the uncertain ingress fraction. A measurement at or below its floor
   (noise floor of the detector, background uncertainty of the laser) is a *censored* observation:
   its likelihood is the probability that the prediction lies below the floor. A detector that
-  sees nothing is therefore information too.
+  sees nothing is therefore information too. A detector at its full scale (a window holding a
+  sample at the range of ``site.gas_detectors[...].full_scale_ppm``) is *right-censored*: the
+  window mean is only a lower bound, and its likelihood is the probability that the prediction
+  lies above it (the survival function of the same error model), not the density at it.
 
 Inputs are arrays and records only (no MQTT, no JSON); :func:`observations_from_records` and
 :func:`wind_from_records` turn validated :mod:`pipesentinel.ingest.records` into window means,
@@ -38,6 +41,7 @@ is cheap. Everything is in SI: mole fractions [mol mol-1], path integrals [mol m
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +80,7 @@ from pipesentinel.units import PPM
 __all__ = [
     "AMBIENT_METHANE_MOLE_FRACTION",
     "MODEL_LOG_SIGMA",
+    "SATURATION_TOLERANCE_FRACTION_OF_FULL_SCALE",
     "Candidates",
     "ChainageInterval",
     "LocalisationConfig",
@@ -182,6 +187,15 @@ WIND_DISAGREEMENT_RAD: Final = math.radians(30.0)
 POOR_FIT_CHI_SQUARED: Final = 4.0
 """Mean squared standardised log residual of the detections at the best fit above which the fit
 is flagged as poor [1] (twice the 95 % point of chi-squared with 1 degree of freedom)."""
+
+SATURATION_TOLERANCE_FRACTION_OF_FULL_SCALE: Final = 0.0005
+"""A detector sample within this fraction of its full scale is taken as AT full scale [1].
+
+Half of one output step of 0.1 % of range: the resolution of the simulated detector
+(``hardware/gas_sensor.py``, ``DEFAULT_RESOLUTION_FRACTION_OF_FULL_SCALE``, itself a design
+choice, finer than the 1 %LEL display step of the Sewerin EX-TEC PM 400 manual), so a quantised
+reading that high can only come from the clip at full scale. The site model gives the range
+(``full_scale_ppm``) but no resolution: for real devices this tolerance is an ASSUMPTION."""
 
 _TINY_FOOTPRINT: Final = 1e-300
 """Footprints are floored here before the log [same unit as the footprint]."""
@@ -345,6 +359,9 @@ class Observations:
         Readings averaged [1].
     end_time_s, window_s
         The window ``(end_time_s - window_s, end_time_s]`` [s].
+    saturated
+        The device was at its full scale in the window (right-censored): ``excess`` is then a
+        lower bound on the true excess, "at least this" [1]. Empty (the default): none is.
     """
 
     gas: Gas
@@ -360,9 +377,18 @@ class Observations:
     sample_count: IntArray
     end_time_s: float = 0.0
     window_s: float = DEFAULT_WINDOW_S
+    saturated: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
 
     def __post_init__(self) -> None:
         count = len(self.device_ids)
+        saturated = np.asarray(self.saturated, dtype=np.bool_)
+        if saturated.size == 0:
+            saturated = np.zeros(count, dtype=np.bool_)
+        if saturated.shape != (count,):
+            raise ValueError(
+                f"Observations.saturated has shape {saturated.shape}, expected ({count},)"
+            )
+        object.__setattr__(self, "saturated", saturated)
         if len(self.kinds) != count:
             raise ValueError(f"Observations: {len(self.kinds)} kinds for {count} devices")
         for name in ("excess", "floor", "log_sigma", "factor", "sample_count"):
@@ -375,6 +401,8 @@ class Observations:
                 raise ValueError(f"Observations.{name} has non-finite values")
         if np.any(np.asarray(self.floor) <= 0.0) or np.any(np.asarray(self.log_sigma) <= 0.0):
             raise ValueError("Observations: floor and log_sigma must be > 0")
+        if np.any(saturated & ~(np.asarray(self.excess) > np.asarray(self.floor))):
+            raise ValueError("Observations: a saturated observation must be above its floor")
         n_points = sum(kind is not ObservationKind.LASER for kind in self.kinds)
         if list(self.kinds) != sorted(self.kinds, key=lambda kind: kind is ObservationKind.LASER):
             raise ValueError("Observations: point observations must come before beams")
@@ -394,8 +422,13 @@ class Observations:
 
     @property
     def detected(self) -> BoolArray:
-        """Which observations are above their floor."""
+        """Which observations are above their floor (saturated ones included)."""
         return np.asarray(self.excess > self.floor)
+
+    @property
+    def measured(self) -> BoolArray:
+        """Detections taken at their value: above the floor and not saturated."""
+        return np.asarray((self.excess > self.floor) & ~self.saturated)
 
     def key(self) -> tuple[str, ...]:
         """Devices and kinds (with the wind key, the footprint's cache key)."""
@@ -607,12 +640,21 @@ def _in_window(time_s: float, end_time_s: float, window_s: float) -> bool:
     return end_time_s - window_s < time_s <= end_time_s
 
 
+class _WindowMeans(NamedTuple):
+    """Per device: mean, count and largest of the good readings in the window [reading unit]."""
+
+    means: dict[str, float]
+    counts: dict[str, int]
+    maxima: dict[str, float]
+
+
 def _window_means(
     site_id: str, records: Iterable[Record], gas: Gas, end_time_s: float, window_s: float
-) -> tuple[dict[str, float], dict[str, int]]:
-    """Mean reading and count per device of the good gas and laser readings in the window."""
+) -> _WindowMeans:
+    """Mean reading, count and largest reading per device of the good readings in the window."""
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
+    maxima: dict[str, float] = {}
     for record in records:
         if not isinstance(record, GasReading | LaserReading) or record.site_id != site_id:
             continue
@@ -628,7 +670,9 @@ def _window_means(
             value = record.propane_mole_fraction
         sums[record.device_id] = sums.get(record.device_id, 0.0) + value
         counts[record.device_id] = counts.get(record.device_id, 0) + 1
-    return {device: total / counts[device] for device, total in sums.items()}, counts
+        maxima[record.device_id] = max(maxima.get(record.device_id, -math.inf), value)
+    means = {device: total / counts[device] for device, total in sums.items()}
+    return _WindowMeans(means=means, counts=counts, maxima=maxima)
 
 
 def observations_from_records(
@@ -645,6 +689,16 @@ def observations_from_records(
     device with fewer than :data:`MINIMUM_SAMPLES` of them is left out (offline, faulty, warming
     up). Records of other sites or unknown devices are ignored. Laser beams are used for methane
     only (the lasers measure methane).
+
+    A detector with any good sample of the window within
+    :data:`SATURATION_TOLERANCE_FRACTION_OF_FULL_SCALE` of its full scale (the site model's
+    ``full_scale_ppm``) is *saturated*: its observation is the window mean of the reported,
+    clipped samples, marked right-censored. Every clipped sample is at most the true value, so
+    that mean is a lower bound on the true window mean however many samples were clipped (the
+    mean of the saturated samples alone, or the full scale, would not be: the others may be
+    lower). A window whose mean stays below the floor despite a sample at full scale (a single
+    spike) remains a non-detection. Lasers are never marked: the site model gives no ppm m range
+    for them.
 
     Parameters
     ----------
@@ -665,11 +719,12 @@ def observations_from_records(
     """
     config = config or LocalisationConfig()
     window = config.window_s
-    means, counts = _window_means(site.id, records, gas, end_time_s, window)
+    means, counts, maxima = _window_means(site.id, records, gas, end_time_s, window)
     background = AMBIENT_METHANE_MOLE_FRACTION if gas is Gas.METHANE else 0.0
     ids: list[str] = []
     kinds: list[ObservationKind] = []
     excess, floor, log_sigma, factor, samples = [], [], [], [], []
+    saturated: list[bool] = []
     receptors: list[FloatArray] = []
     for detector in site.gas_detectors:
         n = counts.get(detector.id, 0)
@@ -678,9 +733,12 @@ def observations_from_records(
         underground = detector.placement is DetectorPlacement.UNDERGROUND
         ids.append(detector.id)
         kinds.append(ObservationKind.UNDERGROUND if underground else ObservationKind.POINT)
+        full_scale = PPM.to_si(detector.full_scale_ppm)
         excess.append(means[detector.id] - background)
-        floor.append(
-            DETECTOR_NOISE_FLOOR_FRACTION_OF_FULL_SCALE * PPM.to_si(detector.full_scale_ppm)
+        floor.append(DETECTOR_NOISE_FLOOR_FRACTION_OF_FULL_SCALE * full_scale)
+        saturated.append(
+            maxima[detector.id] >= (1.0 - SATURATION_TOLERANCE_FRACTION_OF_FULL_SCALE) * full_scale
+            and excess[-1] > floor[-1]
         )
         log_sigma.append(
             math.hypot(config.model_log_sigma, config.underground_ingress_log_sigma)
@@ -714,6 +772,7 @@ def observations_from_records(
             starts.append(start)
             ends.append(end)
             samples.append(n)
+            saturated.append(False)
     return Observations(
         gas=gas,
         device_ids=tuple(ids),
@@ -728,6 +787,7 @@ def observations_from_records(
         sample_count=np.array(samples, dtype=np.int64),
         end_time_s=float(end_time_s),
         window_s=window,
+        saturated=np.array(saturated, dtype=np.bool_),
     )
 
 
@@ -1176,6 +1236,22 @@ def footprint(
 # --- Likelihood and posterior ------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=16)
+def _censored_table(sigma: float, log_rate: tuple[float, ...]) -> FloatArray:
+    """``log Phi((t - ln q) / sigma)`` on the threshold grid of :func:`_censored_sums` x rates.
+
+    Depends only on ``sigma`` and the rate grid, so it is built once per error level and grid
+    (the few distinct values of a site) and kept, read-only.
+    """
+    low = log_rate[0] - _RULED_OUT_SIGMAS * sigma
+    high = log_rate[-1] + _NEGLIGIBLE_CENSORED_SIGMAS * sigma
+    size = math.ceil((high - low) / _THRESHOLD_STEP) + 2
+    thresholds = low + _THRESHOLD_STEP * np.arange(size)
+    table: FloatArray = log_ndtr((thresholds[:, np.newaxis] - np.array(log_rate)) / sigma)
+    table.flags.writeable = False
+    return table
+
+
 def _censored_sums(threshold: FloatArray, sigma: FloatArray, log_rate: FloatArray) -> FloatArray:
     """Sum over non-detections of ``log Phi((threshold - ln q) / sigma)``, shape (R, J).
 
@@ -1200,10 +1276,8 @@ def _censored_sums(threshold: FloatArray, sigma: FloatArray, log_rate: FloatArra
         position = (np.maximum(block[rows, pairs], low) - low) / _THRESHOLD_STEP
         left = np.floor(position).astype(np.int64)
         fraction = position - left
-        size = math.ceil((high - low) / _THRESHOLD_STEP) + 2
-        table = log_ndtr(
-            ((low + _THRESHOLD_STEP * np.arange(size))[:, np.newaxis] - log_rate) / value
-        )
+        table = _censored_table(float(value), tuple(float(v) for v in log_rate))
+        size = table.shape[0]
         weights = sparse.csr_matrix(
             (
                 np.concatenate([1.0 - fraction, fraction]),
@@ -1215,25 +1289,44 @@ def _censored_sums(threshold: FloatArray, sigma: FloatArray, log_rate: FloatArra
     return result
 
 
+def _right_censored_sums(
+    threshold: FloatArray, sigma: FloatArray, log_rate: FloatArray
+) -> FloatArray:
+    """Sum over saturated observations of ``log Phi((ln q - threshold) / sigma)``, shape (R, J).
+
+    ``threshold`` (R, C) is ln of the rate at which each prediction's median reaches its lower
+    bound. By symmetry it is :func:`_censored_sums` in ``-ln q``: with ``t' = -threshold`` and
+    the rate grid mirrored, ``(t' - (-ln q)) / sigma = (ln q - threshold) / sigma``.
+    """
+    mirrored: FloatArray = -log_rate[::-1]
+    sums: FloatArray = _censored_sums(-threshold, sigma, mirrored)[:, ::-1]
+    return sums
+
+
 def log_likelihood(
     footprint_matrix: FloatArray,
     excess: FloatArray,
     floor: FloatArray,
     log_sigma: FloatArray,
     rates_kg_per_s: FloatArray,
+    *,
+    saturated: BoolArray | None = None,
 ) -> FloatArray:
     """Log-likelihood of every (candidate, rate) pair, up to a constant, shape (N, J).
 
-    Detections (``excess > floor``): ``ln excess ~ Normal(ln(q F), log_sigma^2)``; their sum is
-    a quadratic in ``ln q`` per candidate, computed from three moments. Non-detections:
-    ``log P(q F e^eta <= floor) = log Phi((ln floor - ln q F) / log_sigma)`` (censored), evaluated
-    only where it is not ~0.
+    Detections (``excess > floor``, not saturated): ``ln excess ~ Normal(ln(q F),
+    log_sigma^2)``; their sum is a quadratic in ``ln q`` per candidate, computed from three
+    moments. Non-detections: ``log P(q F e^eta <= floor) = log Phi((ln floor - ln q F) /
+    log_sigma)`` (left-censored). Saturated observations (``excess`` only a lower bound):
+    ``log P(q F e^eta >= excess) = log Phi((ln q F - ln excess) / log_sigma)`` (right-censored:
+    the survival function of the same error model). Both censored kinds are <= 0 and evaluated
+    only where they are not ~0.
 
-    With detections, the non-detection terms (all <= 0) are added exactly to every candidate
-    whose detection-only likelihood (an upper bound) comes within ``_PRUNE_LOG_LIKELIHOOD`` of
-    the best exact value; the others keep their upper bound, which leaves them below
-    ``exp(-_PRUNE_LOG_LIKELIHOOD)`` of the best (negligible). Without any detection the
-    censored terms are summed for every candidate. The censored terms are tabulated
+    With detections, only the candidates whose detection-only likelihood (an upper bound: the
+    censored terms are all <= 0) comes within ``_PRUNE_LOG_LIKELIHOOD`` of the best exact value
+    are evaluated on the rate grid; the others get that bound, constant in rate, which leaves
+    them below ``exp(-_PRUNE_LOG_LIKELIHOOD)`` of the best (negligible). Without any detection
+    taken at its value every candidate is evaluated. The censored terms are tabulated
     (:func:`_censored_sums`), so their cost is that of a sparse matrix product.
 
     Parameters
@@ -1244,6 +1337,9 @@ def log_likelihood(
         Per observation, shape (M,) [observation unit], [observation unit], [1].
     rates_kg_per_s
         Rate grid, increasing, shape (J,) [kg s-1].
+    saturated
+        Per observation, shape (M,): ``excess`` is a lower bound (the device at its full scale)
+        [1]; ``None``: none is. A saturated observation must be above its floor.
 
     Returns
     -------
@@ -1251,32 +1347,84 @@ def log_likelihood(
         Shape (N, J) [1].
     """
     log_rate = np.log(np.asarray(rates_kg_per_s, dtype=np.float64))
+    right = (
+        np.zeros(excess.shape, dtype=np.bool_)
+        if saturated is None
+        else np.asarray(saturated, dtype=np.bool_)
+    )
+    rows, values, bound = _likely_rows(
+        footprint_matrix, excess, floor, log_sigma, log_rate, saturated=right
+    )
+    if rows.size == footprint_matrix.shape[0]:
+        return values
+    result = np.repeat(bound[:, np.newaxis], log_rate.size, axis=1)
+    result[rows] = values
+    return result
+
+
+def _likely_rows(
+    footprint_matrix: FloatArray,
+    excess: FloatArray,
+    floor: FloatArray,
+    log_sigma: FloatArray,
+    log_rate: FloatArray,
+    *,
+    saturated: BoolArray,
+) -> tuple[IntArray, FloatArray, FloatArray]:
+    """The candidates that matter, their exact log-likelihood (R, J), and a bound for all (N,).
+
+    With detections, the detection-only log-likelihood of a candidate is a quadratic in
+    ``ln q``; its largest value on the rate range (at ``s1 / s0``, clipped) bounds the exact
+    one from above, since every censored term is <= 0. Candidates whose bound is more than
+    ``_PRUNE_LOG_LIKELIHOOD`` below the exact best are trimmed before any (candidate x rate)
+    array is built: they hold less than ``exp(-_PRUNE_LOG_LIKELIHOOD)`` of the best cell each.
+    Without detections every candidate is kept (only the censored terms, nothing to bound).
+    """
     count, n_rates = footprint_matrix.shape[0], log_rate.size
-    detected = excess > floor
-    log_footprint = np.log(np.maximum(footprint_matrix, _TINY_FOOTPRINT))
-    result = np.zeros((count, n_rates))
-    if np.any(detected):
-        residual = np.log(excess[detected]) - log_footprint[:, detected]  # ln q that fits, (N, D)
-        weight = 1.0 / log_sigma[detected] ** 2
-        s0 = float(np.sum(weight))
-        s1 = residual @ weight
-        s2 = (residual * residual) @ weight
-        result -= 0.5 * (
-            s2[:, np.newaxis] - 2.0 * s1[:, np.newaxis] * log_rate + s0 * log_rate * log_rate
+    right = saturated
+    if np.any(right & ~(excess > floor)):
+        raise ValueError("log_likelihood: a saturated observation must be above its floor")
+    detected = (excess > floor) & ~right
+    left = ~(excess > floor)
+    every: IntArray = np.arange(count, dtype=np.int64)
+    log_left_floor = np.log(floor[left])
+    log_right_bound = np.log(excess[right])
+
+    def censored(rows: IntArray) -> FloatArray:
+        # ln of the rate at which each prediction's median reaches the floor (left-censored)
+        # or the lower bound (right-censored), (R, C) each, for these candidates only.
+        log_footprint = np.log(np.maximum(footprint_matrix[rows], _TINY_FOOTPRINT))
+        return _censored_sums(
+            log_left_floor - log_footprint[:, left], log_sigma[left], log_rate
+        ) + _right_censored_sums(
+            log_right_bound - log_footprint[:, right], log_sigma[right], log_rate
         )
-    censored = np.flatnonzero(~detected)
-    if censored.size == 0 or count == 0:
-        return result
-    threshold = np.log(floor[censored]) - log_footprint[:, censored]  # (N, C)
-    sigma = log_sigma[censored]
-    if np.any(detected):
-        upper = result.max(axis=1)
-        best = int(np.argmax(upper))
-        exact_best = result[best] + _censored_sums(threshold[best : best + 1], sigma, log_rate)[0]
-        rows = np.flatnonzero(upper > float(np.max(exact_best)) - _PRUNE_LOG_LIKELIHOOD)
-        result[rows] += _censored_sums(threshold[rows], sigma, log_rate)
-        return result
-    return result + _censored_sums(threshold, sigma, log_rate)
+
+    if not np.any(detected) or count == 0:
+        values = censored(every)
+        return every, values, values.max(axis=1, initial=-np.inf)
+    # ln q that fits each detection, (N, D).
+    residual = np.log(excess[detected]) - np.log(
+        np.maximum(footprint_matrix[:, detected], _TINY_FOOTPRINT)
+    )
+    weight = 1.0 / log_sigma[detected] ** 2
+    s0 = float(np.sum(weight))
+    s1 = residual @ weight
+    s2 = (residual * residual) @ weight
+
+    def quadratic(rows: IntArray) -> FloatArray:
+        values: FloatArray = -0.5 * (
+            s2[rows, np.newaxis] - 2.0 * s1[rows, np.newaxis] * log_rate + s0 * log_rate * log_rate
+        )
+        return values
+
+    fitted = np.clip(s1 / s0, log_rate[0], log_rate[-1])
+    bound: FloatArray = -0.5 * (s2 - 2.0 * s1 * fitted + s0 * fitted * fitted)
+    best = np.array([int(np.argmax(bound))])
+    exact_best = quadratic(best) + censored(best)
+    rows = np.flatnonzero(bound > float(np.max(exact_best)) - _PRUNE_LOG_LIKELIHOOD)
+    values = quadratic(rows) + censored(rows) if rows.size else np.zeros((0, n_rates))
+    return rows.astype(np.int64), values, bound
 
 
 @dataclass(frozen=True)
@@ -1351,8 +1499,11 @@ class LocalisationResult:
         Release rate posterior.
     observations_used, detections
         Observations used and those above their floor, by kind.
+    saturated
+        Detections at their device's full scale (right-censored), by kind; empty if not given.
     peak_fraction_of_lel
-        Largest point-detector excess as a fraction of the LEL on ``lel_basis`` [1].
+        Largest point-detector excess as a fraction of the LEL on ``lel_basis`` [1] (at least
+        this where that detector is saturated).
     wind
         The wind state used.
     flags
@@ -1381,6 +1532,7 @@ class LocalisationResult:
     peak_fraction_of_lel: float
     wind: WindState | None
     flags: frozenset[LocalisationFlag]
+    saturated: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def most_probable_segment(self) -> SegmentProbability | None:
@@ -1441,6 +1593,7 @@ class LocalisationResult:
             },
             "observations_used": dict(self.observations_used),
             "detections": dict(self.detections),
+            "saturated": dict(self.saturated),
             "peak_fraction_of_lel": self.peak_fraction_of_lel,
             "wind": wind,
             "flags": sorted(flag.value for flag in self.flags),
@@ -1608,12 +1761,14 @@ def localise(
     detected = observations.detected
     used = _count_by_kind(observations.kinds, np.ones(len(observations.kinds), dtype=np.bool_))
     seen = _count_by_kind(observations.kinds, detected)
+    at_full_scale = _count_by_kind(observations.kinds, observations.saturated)
     flags = _input_flags(observations, wind)
     points = np.array([kind is not ObservationKind.LASER for kind in observations.kinds])
     point_excess = observations.excess[points] / observations.factor[points]
     lel = lower_explosive_limit(observations.gas, basis=lel_basis)
     peak = float(np.max(point_excess, initial=0.0)) / lel
     if wind is None or not observations.device_ids:
+        rows = np.arange(candidates.count, dtype=np.int64)
         joint = np.zeros((candidates.count, rates.size))
     else:
         matrix = (
@@ -1626,20 +1781,27 @@ def localise(
                 f"footprint_matrix has shape {matrix.shape}, expected "
                 f"({candidates.count}, {len(observations.device_ids)})"
             )
-        joint = log_likelihood(
-            matrix, observations.excess, observations.floor, observations.log_sigma, rates
+        rows, joint, _ = _likely_rows(
+            matrix,
+            observations.excess,
+            observations.floor,
+            observations.log_sigma,
+            np.log(rates),
+            saturated=observations.saturated,
         )
-    # Uniform prior per candidate (equal length or area) and per log-rate cell.
+    # Uniform prior per candidate (equal length or area) and per log-rate cell; the trimmed
+    # candidates (below exp(-_PRUNE_LOG_LIKELIHOOD) of the best) get 0.
     best = np.unravel_index(int(np.argmax(joint)), joint.shape)
     weights = np.exp(joint - joint[best])
-    candidate_probability = weights.sum(axis=1)
+    candidate_probability = np.zeros(candidates.count)
+    candidate_probability[rows] = weights.sum(axis=1)
     candidate_probability /= candidate_probability.sum()
     rate_probability = weights.sum(axis=0)
     rate = _rate_estimate(rate_probability / rate_probability.sum(), rates, config.credible_mass)
     if rate.at_prior_bound and LocalisationFlag.NO_DETECTION not in flags:
         flags.add(LocalisationFlag.RATE_AT_PRIOR_BOUND)
     if wind is not None and np.any(detected) and observations.device_ids:
-        fit = _best_fit_chi_squared(matrix[best[0]], observations, float(rates[best[1]]))
+        fit = _best_fit_chi_squared(matrix[rows[best[0]]], observations, float(rates[best[1]]))
         if fit > POOR_FIT_CHI_SQUARED:
             flags.add(LocalisationFlag.POOR_FIT)
     map_index = int(np.argmax(candidate_probability))
@@ -1670,6 +1832,7 @@ def localise(
         rate=rate,
         observations_used=MappingProxyType(used),
         detections=MappingProxyType(seen),
+        saturated=MappingProxyType(at_full_scale),
         peak_fraction_of_lel=peak,
         wind=wind,
         flags=frozenset(flags),
@@ -1679,12 +1842,16 @@ def localise(
 def _best_fit_chi_squared(
     predicted_unit: FloatArray, observations: Observations, rate_kg_per_s: float
 ) -> float:
-    """Mean squared standardised log residual of the detections at one candidate and rate [1]."""
+    """Mean squared standardised log residual of the detections at one candidate and rate [1].
+
+    A saturated detection counts only by how far the prediction falls short of its lower bound
+    (0 at or above it).
+    """
     detected = observations.detected
     predicted = np.maximum(predicted_unit[detected] * rate_kg_per_s, _TINY_FOOTPRINT)
-    residual = (np.log(observations.excess[detected]) - np.log(predicted)) / observations.log_sigma[
-        detected
-    ]
+    residual = np.log(observations.excess[detected]) - np.log(predicted)
+    residual = np.where(observations.saturated[detected], np.maximum(residual, 0.0), residual)
+    residual /= observations.log_sigma[detected]
     return float(np.mean(residual * residual))
 
 

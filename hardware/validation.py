@@ -16,8 +16,9 @@ several assumptions:
 
 Each run's records also go through a fresh :class:`~pipesentinel.detection.engine.DetectionEngine`
 (:func:`incident_check`): the headline population is the runs in which the service would have
-an open incident at the estimate (it localises for incidents only); runs with anything above a
-floor are scored separately, and the undetected are counted. Nothing is tuned here: the
+an open incident at the estimate (it localises for incidents only); runs in which the engine at
+least suspected a zone (a suspected or confirmed zone alarm), and runs with anything above a
+floor, are scored separately, and the undetected are counted. Nothing is tuned here: the
 localiser's parameters are its cited defaults. The figures and the command are in
 ``docs/validation.md``.
 """
@@ -40,8 +41,8 @@ from typing import Any, Final
 import numpy as np
 
 from pipesentinel.alarm_config import load_alarm_config
-from pipesentinel.detection.alarms import MemoryJournal
-from pipesentinel.detection.engine import DetectionEngine
+from pipesentinel.detection.alarms import EventType, MemoryJournal
+from pipesentinel.detection.engine import DetectionEngine, zone_alarm_id
 from pipesentinel.detection.gases import DEFAULT_LEL_BASIS
 from pipesentinel.detection.localisation import (
     Candidates,
@@ -83,10 +84,15 @@ FACTOR_OF_TWO: Final = 2.0
 SEGMENT_TARGET: Final = 0.95
 POSITION_TARGET_M: Final = 20.0
 PERCENTILE_90: Final = 90.0
-POPULATIONS: Final = ("incident", "above_floor")
+POPULATIONS: Final = ("incident", "suspected_or_confirmed", "above_floor")
 """Scored populations: runs in which the detection engine had opened an incident by the time of
-the estimate (the headline: the service localises for incidents only), and runs in which any
-device was above its floor in the estimate's window."""
+the estimate (the headline: the service localises for incidents only); runs in which it had at
+least suspected a zone by then (a ``suspected_leak`` or ``confirmed_leak`` zone alarm: what an
+operator would have seen flagged); and runs in which any device was above its floor in the
+estimate's window."""
+ZONE_ALARMS: Final = ("suspected_leak", "confirmed_leak")
+"""Zone alarms of the engine (:func:`~pipesentinel.detection.engine.zone_alarm_id`) that count as
+"the engine at least suspected a zone"."""
 ENGINE_SETTINGS: Final = DetectionSettings(
     camera_analytics=False, expect_frames=False, localisation_interval_s=1e9
 )
@@ -248,6 +254,8 @@ class IncidentCheck:
     opened: bool
     first_opened_s: float | None  # after the leak start [s]
     evidence_kinds: tuple[str, ...]  # e.g. "gas.low", "camera.laser_gas"
+    suspected: bool = False  # a zone suspected or confirmed (an incident implies it)
+    first_suspected_s: float | None = None  # after the leak start [s]
 
 
 def incident_check(site: Site, records: Sequence[Record], *, site_dir: Path) -> IncidentCheck:
@@ -255,7 +263,8 @@ def incident_check(site: Site, records: Sequence[Record], *, site_dir: Path) -> 
 
     Batches are the simulator's 1 s steps (records grouped by the step they were sent in), each
     followed by the engine's tick at the step's end, as ``ingest/replay.py`` and the engine's
-    tests do; stops at the estimate time.
+    tests do; stops at the estimate time. ``suspected``: a zone alarm of :data:`ZONE_ALARMS`
+    was activated, or an incident opened, by then.
     """
     engine = DetectionEngine(
         site,
@@ -270,7 +279,11 @@ def incident_check(site: Site, records: Sequence[Record], *, site_dir: Path) -> 
         if record.received_time_s <= end_s:
             step = math.ceil(record.received_time_s - ORIGIN_EPOCH_S - _STEP_SLACK_S)
             batches.setdefault(step, []).append(record)
+    zone_alarms = {
+        zone_alarm_id(zone, what) for zone in engine.zones.zone_ids for what in ZONE_ALARMS
+    }
     first: float | None = None
+    first_suspected: float | None = None
     kinds: set[str] = set()
     for step in sorted(batches):
         output = engine.process(batches[step])
@@ -279,8 +292,21 @@ def incident_check(site: Site, records: Sequence[Record], *, site_dir: Path) -> 
             if first is None:
                 first = incident.opened_time_s - ORIGIN_EPOCH_S - LEAK_START_S
             kinds.update(item.kind for item in incident.evidence)
+        for event in [*output.alarm_events, *ticked.alarm_events]:
+            if (
+                first_suspected is None
+                and event.event is EventType.ACTIVATED
+                and event.alarm_id in zone_alarms
+            ):
+                first_suspected = event.time_s - ORIGIN_EPOCH_S - LEAK_START_S
+    if first is not None:
+        first_suspected = first if first_suspected is None else min(first_suspected, first)
     return IncidentCheck(
-        opened=first is not None, first_opened_s=first, evidence_kinds=tuple(sorted(kinds))
+        opened=first is not None,
+        first_opened_s=first,
+        evidence_kinds=tuple(sorted(kinds)),
+        suspected=first_suspected is not None,
+        first_suspected_s=first_suspected,
     )
 
 
@@ -309,6 +335,7 @@ def score(site: Site, case: Case, result: LocalisationResult, seconds: float) ->
         "detectable": bool(sum(result.detections.values()) > 0),
         "seen_by": seen_by,
         "detections": dict(result.detections),
+        "saturated": dict(result.saturated),
         "segment": segment.segment_id if segment else None,
         "segment_probability": segment.probability if segment else 0.0,
         "true_segment": truth_segment,
@@ -371,6 +398,13 @@ def estimate_variants(
     return scored
 
 
+def _mapping(value: object) -> dict[str, object]:
+    """A scored mapping (``TypeError`` naming it otherwise)."""
+    if isinstance(value, dict):
+        return {str(key): item for key, item in value.items()}
+    raise TypeError(f"expected a mapping in a scored row, got {value!r}")
+
+
 def _number(value: object) -> float:
     """A scored figure as a float (``TypeError`` naming it otherwise)."""
     if isinstance(value, int | float):
@@ -384,6 +418,10 @@ def summarise(rows: Sequence[dict[str, object]]) -> dict[str, object]:
     if not rows:
         return summary
     errors = [_number(row["position_error_m"]) for row in rows]
+    saturated = [
+        any(_number(count) > 0 for count in _mapping(row.get("saturated", {})).values())
+        for row in rows
+    ]
     ratios = [_number(row["rate_ratio"]) for row in rows]
     within = [1.0 / FACTOR_OF_TWO <= ratio <= FACTOR_OF_TWO for ratio in ratios]
     summary.update(
@@ -408,6 +446,7 @@ def summarise(rows: Sequence[dict[str, object]]) -> dict[str, object]:
                 _number(row["credible_length_m"]) for row in rows
             ),
             "median_estimate_s": statistics.median(_number(row["seconds"]) for row in rows),
+            "saturated_fraction": statistics.fmean(float(s) for s in saturated),
             "targets": {
                 "segment_correct_fraction": SEGMENT_TARGET,
                 "median_position_error_m": POSITION_TARGET_M,
@@ -421,17 +460,24 @@ def summarise(rows: Sequence[dict[str, object]]) -> dict[str, object]:
 def summarise_populations(rows: Sequence[dict[str, object]]) -> dict[str, object]:
     """One variant's figures on each of :data:`POPULATIONS`, and by what saw the leak.
 
-    Each row must carry ``incident`` (the engine had an open incident at the estimate) besides
-    the fields of :func:`score`.
+    Each row must carry ``incident`` (the engine had an open incident at the estimate) and
+    ``suspected`` (it had at least suspected a zone) besides the fields of :func:`score`.
     """
     incident = [row for row in rows if row["incident"]]
+    suspected = [row for row in rows if row["suspected"] or row["incident"]]
     above = [row for row in rows if row["detectable"]]
     return {
         "runs": len(rows),
         "incident_runs": len(incident),
+        "suspected_or_confirmed_runs": len(suspected),
         "above_floor_runs": len(above),
-        "undetected_runs": sum(1 for row in rows if not row["detectable"] and not row["incident"]),
+        "undetected_runs": sum(
+            1
+            for row in rows
+            if not row["detectable"] and not row["incident"] and not row["suspected"]
+        ),
         "incident": summarise(incident),
+        "suspected_or_confirmed": summarise(suspected),
         "above_floor": summarise(above),
         "incident_by_seen": {
             seen: summarise([row for row in incident if row["seen_by"] == seen])
@@ -471,6 +517,7 @@ def run(
         variants = estimate_variants(site, case, records, localiser)
         for name, row in variants.items():
             row["incident"] = check.opened
+            row["suspected"] = check.suspected
             by_variant[name].append(row)
         per_run.append(
             {
@@ -488,6 +535,8 @@ def run(
                     "opened": check.opened,
                     "first_opened_after_leak_s": check.first_opened_s,
                     "evidence_kinds": list(check.evidence_kinds),
+                    "suspected": check.suspected,
+                    "first_suspected_after_leak_s": check.first_suspected_s,
                 },
                 "variants": variants,
             }

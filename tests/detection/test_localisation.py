@@ -10,17 +10,22 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
+from numpy.typing import NDArray
 from scipy.special import log_ndtr
+from scipy.stats import norm
 
+from pipesentinel.detection._arrays import FloatArray
 from pipesentinel.detection.gases import LelBasis, kg_per_m3_to_mole_fraction
 from pipesentinel.detection.localisation import (
     AMBIENT_METHANE_MOLE_FRACTION,
     MODEL_LOG_SIGMA,
+    SATURATION_TOLERANCE_FRACTION_OF_FULL_SCALE,
     Candidates,
     LocalisationConfig,
     LocalisationFlag,
     LocalisationMode,
+    LocalisationResult,
     Localiser,
     ObservationKind,
     Observations,
@@ -51,6 +56,7 @@ from pipesentinel.ingest.records import (
 )
 from pipesentinel.site import Gas, Site
 from pipesentinel.site_loader import load_site
+from pipesentinel.units import PPM
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASIS = LelBasis.IEC_60079_20_1
@@ -399,6 +405,272 @@ def test_tabulated_censored_sums_match_direct_evaluation() -> None:
     assert_allclose(result[alive], direct[alive], atol=0.01, rtol=1e-3)
 
 
+# --- Right-censored (saturated) observations ----------------------------------------------
+
+
+def test_saturated_term_is_the_survival_function_of_the_error_model() -> None:
+    """One candidate, a saturated detector and a detection; values worked by hand."""
+    footprint_matrix = np.array([[2e-4, 1e-2]])  # mole fraction per kg/s
+    excess = np.array([4e-4, 0.05])  # 400 ppm measured; the second at full scale (>= 5 %)
+    floor = np.array([2.5e-4, 2.5e-4])
+    sigma = np.array([0.5, 0.8])
+    rates = np.array([1.0, 2.0, 5.0, 50.0])
+    saturated = np.array([False, True])
+    result = log_likelihood(footprint_matrix, excess, floor, sigma, rates, saturated=saturated)
+    # Detection: -2 ln(2/q)^2 (as above). Saturated: log P(q 1e-2 e^eta >= 0.05)
+    # = log Phi(ln(q 1e-2 / 0.05) / 0.8) = log Phi(ln(q / 5) / 0.8): -ln 2 at q = 5.
+    detection = -2.0 * np.log(2.0 / rates) ** 2
+    survival = norm.logsf(np.log(0.05), loc=np.log(rates * 1e-2), scale=0.8)
+    assert_allclose(result[0], detection + survival, atol=1e-3)
+    assert result[0, 2] - detection[2] == pytest.approx(math.log(0.5), abs=1e-3)
+    # Taken at face value instead, the reading is a density term centred on q = 5.
+    face = log_likelihood(footprint_matrix, excess, floor, sigma, rates)
+    assert_allclose(face[0], detection - 0.5 * (np.log(rates / 5.0) / 0.8) ** 2, atol=1e-9)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    footprint_value=st.floats(1e-9, 1e-1),
+    bound=st.floats(1e-3, 1e-1),
+)
+def test_saturated_term_is_non_positive_and_increasing_in_rate(
+    footprint_value: float, bound: float
+) -> None:
+    result = log_likelihood(
+        np.array([[footprint_value]]),
+        np.array([bound]),
+        np.array([2.5e-4]),
+        np.array([MODEL_LOG_SIGMA]),
+        RATES,
+        saturated=np.array([True]),
+    )[0]
+    assert np.all(result <= 1e-12)
+    assert np.all(np.diff(result) >= -1e-9)
+
+
+def test_tabulated_saturated_sums_match_direct_evaluation() -> None:
+    rng = np.random.default_rng(4)
+    matrix = 10.0 ** rng.uniform(-6, 0, (200, 12))
+    bound = np.full(12, 0.05)
+    sigma = np.where(np.arange(12) < 6, MODEL_LOG_SIGMA, 1.0)
+    result = log_likelihood(
+        matrix, bound, np.full(12, 2.5e-4), sigma, RATES, saturated=np.ones(12, dtype=np.bool_)
+    )
+    threshold = np.log(bound) - np.log(matrix)
+    direct = log_ndtr((np.log(RATES) - threshold[:, :, np.newaxis]) / sigma[:, np.newaxis]).sum(1)
+    alive = direct > -500.0
+    assert alive.sum() > 1000
+    assert_allclose(result[alive], direct[alive], atol=0.01, rtol=1e-3)
+
+
+def _one_candidate_observations(
+    excess: FloatArray, saturated: NDArray[np.bool_] | None
+) -> Observations:
+    count = excess.size
+    return Observations(
+        gas=Gas.METHANE,
+        device_ids=tuple(f"GD{k:02d}" for k in range(count)),
+        kinds=(ObservationKind.POINT,) * count,
+        excess=excess,
+        floor=np.full(count, 2.5e-4),
+        log_sigma=np.full(count, MODEL_LOG_SIGMA),
+        factor=np.ones(count),
+        receptor_m=np.zeros((count, 3)),
+        beam_start_m=np.zeros((0, 3)),
+        beam_end_m=np.zeros((0, 3)),
+        sample_count=np.full(count, 100),
+        saturated=np.zeros(0, dtype=np.bool_) if saturated is None else saturated,
+    )
+
+
+def _rate_of(
+    footprint_row: FloatArray, excess: FloatArray, saturated: NDArray[np.bool_] | None
+) -> LocalisationResult:
+    single = Candidates(mode=LocalisationMode.GRID, position_m=np.zeros((1, 2)), spacing_m=1.0)
+    return localise(
+        single,
+        _one_candidate_observations(excess, saturated),
+        _wind(),
+        lel_basis=BASIS,
+        footprint_matrix=footprint_row[np.newaxis, :],
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    log_footprint=st.lists(st.floats(-9.0, -1.0), min_size=2, max_size=5),
+    log_noise=st.lists(st.floats(-1.5, 1.5), min_size=5, max_size=5),
+    log_rate=st.floats(math.log(0.01), math.log(20.0)),
+    which=st.integers(0, 4),
+)
+def test_saturation_moves_the_rate_interval_up_never_down(
+    log_footprint: list[float], log_noise: list[float], log_rate: float, which: int
+) -> None:
+    """Position known (one candidate): a reading marked saturated instead of taken at face
+    value multiplies the likelihood by a ratio increasing in the rate, so every quantile of the
+    rate posterior moves up or stays (likelihood-ratio order implies stochastic order)."""
+    footprint_row = np.exp(np.array(log_footprint))
+    excess = np.exp(log_rate + np.array(log_footprint) + np.array(log_noise[: len(log_footprint)]))
+    which %= len(log_footprint)
+    if not excess[which] > 2.5e-4:
+        excess[which] = 1e-3  # a saturated reading is above its floor
+    saturated = np.zeros(len(log_footprint), dtype=np.bool_)
+    saturated[which] = True
+    face = _rate_of(footprint_row, excess, None).rate
+    censored = _rate_of(footprint_row, excess, saturated).rate
+    step = 1e-9 * censored.median_kg_per_s
+    assert censored.lower_kg_per_s >= face.lower_kg_per_s - step
+    assert censored.median_kg_per_s >= face.median_kg_per_s - step
+    assert censored.upper_kg_per_s >= face.upper_kg_per_s - step
+
+
+def _points_only(observations: Observations) -> Observations:
+    n = observations.n_points
+    return Observations(
+        gas=observations.gas,
+        device_ids=observations.device_ids[:n],
+        kinds=observations.kinds[:n],
+        excess=observations.excess[:n],
+        floor=observations.floor[:n],
+        log_sigma=observations.log_sigma[:n],
+        factor=observations.factor[:n],
+        receptor_m=observations.receptor_m,
+        beam_start_m=np.zeros((0, 3)),
+        beam_end_m=np.zeros((0, 3)),
+        sample_count=observations.sample_count[:n],
+    )
+
+
+def _clipped(observations: Observations, *, censor: bool) -> Observations:
+    """Point excesses clipped at a 50000 ppm full scale; marked saturated if ``censor``."""
+    full_scale = PPM.to_si(50_000.0) - AMBIENT_METHANE_MOLE_FRACTION
+    at_full_scale = observations.excess > full_scale
+    return Observations(
+        gas=observations.gas,
+        device_ids=observations.device_ids,
+        kinds=observations.kinds,
+        excess=np.minimum(observations.excess, full_scale),
+        floor=observations.floor,
+        log_sigma=observations.log_sigma,
+        factor=observations.factor,
+        receptor_m=observations.receptor_m,
+        beam_start_m=observations.beam_start_m,
+        beam_end_m=observations.beam_end_m,
+        sample_count=observations.sample_count,
+        saturated=at_full_scale if censor else np.zeros(0, dtype=np.bool_),
+    )
+
+
+def test_saturated_detector_no_longer_biases_the_rate_low(
+    site: Site, candidates: Candidates
+) -> None:
+    """20 kg/s 16 m upwind of GD07 (P1 at 2236 m, wind from 80 deg): GD07 would read 38 %
+    (noise-free model), far over its 5 % full scale; GD06 reads 400 ppm. Position known (the
+    true source as the only candidate): the clipped reading taken at face value pulls the rate
+    to about a third of the truth, outside its own 90 % interval; censored, the interval
+    brackets the truth. Over all 7052 candidates the rate interval moves up."""
+    pipeline = site.pipeline("P1")
+    on_p1 = np.flatnonzero(candidates.pipeline_index == site.pipelines.index(pipeline))
+    source = int(on_p1[np.argmin(np.abs(candidates.chainage_m[on_p1] - 2236.0))])
+    wind = _wind(80.0, 8.0)
+    truth = 20.0
+    exact = _points_only(_synthetic(site, candidates, wind, source, truth))
+    saturated = _clipped(exact, censor=True).saturated
+    assert [exact.device_ids[k] for k in np.flatnonzero(saturated)] == ["GD07"]
+    assert np.count_nonzero(exact.detected) >= 2
+    single = Candidates(
+        mode=LocalisationMode.GRID,
+        position_m=candidates.position_m[source : source + 1],
+        spacing_m=1.0,
+    )
+    face = localise(single, _clipped(exact, censor=False), wind, lel_basis=BASIS).rate
+    censored = localise(single, _clipped(exact, censor=True), wind, lel_basis=BASIS).rate
+    assert face.upper_kg_per_s < truth  # biased low, the truth outside its interval
+    assert face.median_kg_per_s < truth / 2.0
+    assert censored.lower_kg_per_s < truth < censored.upper_kg_per_s
+    # The non-detections nearby still pull the censored median below the truth (11 kg/s).
+    assert censored.median_kg_per_s > 1.5 * face.median_kg_per_s
+    # Every candidate: the rate interval moves up; the result says what was censored.
+    everywhere_face = localise(candidates, _clipped(exact, censor=False), wind, lel_basis=BASIS)
+    everywhere = localise(candidates, _clipped(exact, censor=True), wind, lel_basis=BASIS)
+    assert everywhere.rate.median_kg_per_s > everywhere_face.rate.median_kg_per_s
+    assert everywhere.rate.upper_kg_per_s > everywhere_face.rate.upper_kg_per_s
+    assert everywhere.rate.lower_kg_per_s < truth < everywhere.rate.upper_kg_per_s
+    assert everywhere.saturated == {"point": 1, "underground": 0, "laser": 0}
+    assert everywhere.to_json_dict()["saturated"] == {"point": 1, "underground": 0, "laser": 0}
+    assert everywhere_face.saturated == {"point": 0, "underground": 0, "laser": 0}
+
+
+def test_nothing_saturated_leaves_the_posterior_unchanged(
+    site: Site, candidates: Candidates
+) -> None:
+    wind = _wind(80.0, 8.0)
+    observations = _synthetic(site, candidates, wind, 4000, 1.0)
+    assert not observations.saturated.any()
+    matrix = footprint(candidates, observations, wind)
+    rates = LocalisationConfig().rates_kg_per_s
+    args = (matrix, observations.excess, observations.floor, observations.log_sigma, rates)
+    unmarked = log_likelihood(*args)
+    marked = log_likelihood(*args, saturated=np.zeros(len(observations.device_ids), dtype=bool))
+    assert_array_equal(marked, unmarked)
+
+
+def test_trimmed_candidates_are_bounded_and_the_posterior_is_exact(
+    site: Site, candidates: Candidates
+) -> None:
+    """Against a direct evaluation of every term for every candidate (every 5th metre of the
+    lines, the reference leak with a saturated detector): the likelihood is exact where it
+    matters and an upper bound elsewhere, and the posterior is the direct one."""
+    wind = _wind(80.0, 8.0)
+    pipeline = site.pipeline("P1")
+    on_p1 = np.flatnonzero(candidates.pipeline_index == site.pipelines.index(pipeline))
+    source = int(on_p1[np.argmin(np.abs(candidates.chainage_m[on_p1] - 2236.0))])
+    observations = _clipped(_synthetic(site, candidates, wind, source, 20.0), censor=True)
+    assert observations.saturated.any()
+    every_fifth = Candidates(
+        mode=LocalisationMode.GRID, position_m=candidates.position_m[::5], spacing_m=5.0
+    )
+    matrix = footprint(every_fifth, observations, wind)
+    log_f = np.log(np.maximum(matrix, 1e-300))[:, :, np.newaxis]
+    log_q = np.log(RATES)
+    sigma = observations.log_sigma[:, np.newaxis]
+    measured, saturated = observations.measured, observations.saturated
+    left = ~observations.detected
+    log_excess = np.log(np.maximum(observations.excess, 1e-300))[:, np.newaxis]
+    z_measured = (log_excess - log_q - log_f) / sigma
+    z_left = (np.log(observations.floor)[:, np.newaxis] - log_q - log_f) / sigma
+    z_right = (log_q + log_f - log_excess) / sigma
+    direct = (
+        -0.5 * (z_measured[:, measured] ** 2).sum(1)
+        + log_ndtr(z_left[:, left]).sum(1)
+        + log_ndtr(z_right[:, saturated]).sum(1)
+    )
+    result = log_likelihood(
+        matrix,
+        observations.excess,
+        observations.floor,
+        observations.log_sigma,
+        RATES,
+        saturated=saturated,
+    )
+    top = direct.max()
+    kept = direct.max(axis=1) > top - 40.0
+    assert 0 < kept.sum() < every_fifth.count // 2  # most candidates are trimmed here
+    assert_allclose(result[kept], direct[kept], atol=0.01)
+    # The trimmed ones keep an upper bound (so do terms clamped at -40 sigma, ruled out).
+    assert np.all(result >= direct - 0.01)
+    posterior = localise(
+        every_fifth,
+        observations,
+        wind,
+        lel_basis=BASIS,
+        config=LocalisationConfig(rate_range_kg_per_s=(1e-3, 1e2), rate_count=RATES.size),
+        footprint_matrix=matrix,
+    )
+    weights = np.exp(direct - top).sum(axis=1)
+    assert_allclose(posterior.probability, weights / weights.sum(), atol=1e-4)
+
+
 # --- Posterior on synthetic observations --------------------------------------------------
 
 
@@ -625,6 +897,50 @@ def test_observations_from_records_window_status_and_background(site: Site) -> N
     assert_allclose(observations.floor[0], 250e-6)  # 0.5 % of 50000 ppm
     assert observations.detected.tolist() == [True, True]
     assert observations.sample_count.tolist() == [3, 3]
+
+
+def test_a_window_at_full_scale_is_a_right_censored_mean(site: Site) -> None:
+    """GD01's range is 50000 ppm (site model): a window with samples at it is censored at the
+    mean of the reported samples; one step below the tolerance is a plain value."""
+    detectors = {detector.id: detector for detector in site.gas_detectors}
+    full_scale = PPM.to_si(detectors["GD01"].full_scale_ppm)
+    assert detectors["GD02"].full_scale_ppm == detectors["GD03"].full_scale_ppm == 50_000.0
+    assert full_scale == pytest.approx(0.05)
+    end = 1000.0
+    partly = [0.03, full_scale, full_scale]  # the first sample below range, two clipped
+    below = (1.0 - 2.0 * SATURATION_TOLERANCE_FRACTION_OF_FULL_SCALE) * full_scale
+    records: list[Record] = [
+        _gas("GD01", t, v) for t, v in zip((800.0, 900.0, 1000.0), partly, strict=True)
+    ]
+    records += [_gas("GD02", t, below) for t in (800.0, 900.0, 1000.0)]
+    # GD03: one spike at full scale among 299 zeros, a mean (167 ppm) below the 250 ppm floor.
+    records += [_gas("GD03", float(t), 0.0) for t in range(701, 1001) if t != 950]
+    records += [_gas("GD03", 950.0, full_scale)]
+    observations = observations_from_records(site, records, end_time_s=end)
+    assert observations.device_ids == ("GD01", "GD02", "GD03")
+    assert observations.saturated.tolist() == [True, False, False]
+    assert_allclose(observations.excess[0], np.mean(partly) - AMBIENT_METHANE_MOLE_FRACTION)
+    assert observations.detected.tolist() == [True, True, False]
+    assert observations.measured.tolist() == [False, True, False]
+
+
+def test_saturated_observations_are_validated() -> None:
+    one = _one_candidate_observations(np.array([1e-3, 0.05]), np.array([False, True]))
+    assert one.saturated.tolist() == [False, True]
+    assert _one_candidate_observations(np.array([1e-3]), None).saturated.tolist() == [False]
+    with pytest.raises(ValueError, match="saturated has shape"):
+        _one_candidate_observations(np.array([1e-3, 0.05]), np.array([True]))
+    with pytest.raises(ValueError, match="above its floor"):
+        _one_candidate_observations(np.array([1e-5]), np.array([True]))
+    with pytest.raises(ValueError, match="above its floor"):
+        log_likelihood(
+            np.ones((1, 1)),
+            np.array([1e-5]),
+            np.array([2.5e-4]),
+            np.array([1.0]),
+            RATES,
+            saturated=np.array([True]),
+        )
 
 
 def _wind_reading(

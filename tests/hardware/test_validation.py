@@ -38,6 +38,7 @@ SUMMARY_KEYS = {
     "truth_in_90_rate_interval_fraction",
     "median_credible_length_m",
     "median_estimate_s",
+    "saturated_fraction",
     "targets",
 }
 
@@ -140,9 +141,60 @@ def test_easy_leak_next_to_a_detector_is_found(site: Site, tmp_path: Path) -> No
     assert check.first_opened_s is not None
     assert 0.0 < check.first_opened_s < 600.0  # before the estimate
     assert "gas.low" in check.evidence_kinds
-    populations = summarise_populations([{**estimated, "incident": check.opened}])
+    # An incident is a confirmed zone: the engine suspected or confirmed it no later.
+    assert check.suspected
+    assert check.first_suspected_s is not None
+    assert 0.0 < check.first_suspected_s <= check.first_opened_s
+    row = {**estimated, "incident": check.opened, "suspected": check.suspected}
+    populations = summarise_populations([row])
     assert populations["incident_runs"] == populations["above_floor_runs"] == 1
+    assert populations["suspected_or_confirmed_runs"] == 1
     assert populations["undetected_runs"] == 0
+    # GD07 at 16 m from 1 kg/s stays within its range here: nothing censored.
+    assert estimated["saturated"] == {"point": 0, "underground": 0, "laser": 0}
+    assert summary["saturated_fraction"] == 0.0
+
+
+def test_populations_nest_and_count_saturated_runs() -> None:
+    """incident within suspected-or-confirmed; undetected is neither nor above a floor."""
+
+    def row(
+        *, incident: bool, suspected: bool, detectable: bool, saturated: int
+    ) -> dict[str, object]:
+        return {
+            "incident": incident,
+            "suspected": suspected,
+            "detectable": detectable,
+            "seen_by": "point" if detectable else "nothing",
+            "saturated": {"point": saturated, "underground": 0, "laser": 0},
+            "segment_correct": True,
+            "position_error_m": 1.0,
+            "rate_ratio": 1.0,
+            "true_pipeline_probability": 1.0,
+            "truth_in_credible_region": True,
+            "truth_in_rate_interval": True,
+            "credible_length_m": 5.0,
+            "seconds": 0.1,
+        }
+
+    rows = [
+        row(incident=True, suspected=True, detectable=True, saturated=1),
+        row(incident=False, suspected=True, detectable=True, saturated=0),
+        row(incident=False, suspected=True, detectable=False, saturated=0),
+        row(incident=False, suspected=False, detectable=True, saturated=1),
+        row(incident=False, suspected=False, detectable=False, saturated=0),
+    ]
+    populations = summarise_populations(rows)
+    assert populations["incident_runs"] == 1
+    assert populations["suspected_or_confirmed_runs"] == 3
+    assert populations["above_floor_runs"] == 3
+    assert populations["undetected_runs"] == 1
+    suspected = populations["suspected_or_confirmed"]
+    assert isinstance(suspected, dict)
+    assert suspected["saturated_fraction"] == pytest.approx(1.0 / 3.0)
+    above = populations["above_floor"]
+    assert isinstance(above, dict)
+    assert above["saturated_fraction"] == pytest.approx(2.0 / 3.0)
 
 
 def test_tiny_run_writes_a_complete_report(tmp_path: Path) -> None:
@@ -158,13 +210,14 @@ def test_tiny_run_writes_a_complete_report(tmp_path: Path) -> None:
         estimated["above_floor_runs"] + estimated["undetected_runs"]
         >= 2 - (estimated["incident_runs"])
     )
-    for population in ("incident", "above_floor"):
+    for population in ("incident", "suspected_or_confirmed", "above_floor"):
         if estimated[f"{population}_runs"]:
             assert set(estimated[population]) == SUMMARY_KEYS
         else:
             assert estimated[population] == {"runs": 0}
     for run in report["per_run"]:
         assert {"case", "incident", "variants"} <= set(run)
+        assert run["incident"]["suspected"] >= run["incident"]["opened"]
         assert run["variants"]["estimated"]["true_segment"].startswith(run["case"]["pipeline_id"])
 
 
