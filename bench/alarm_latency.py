@@ -64,13 +64,25 @@ sensitive to other work on a shared machine than the wall-clock figures. At the 
 background stops and the run waits until both subscribers have taken every published message;
 ``balance`` then compares published, received, stored and detected counts (``met`` needs it).
 
+Where the storing ingest runs (``--storage``, JSON ``storage``): ``here`` (the default) is the
+layout above, both processes on this host. ``elsewhere`` is the deployment with the storing
+ingest on another host (``pipesentinel ingest --role storage`` there, ``--role detection``
+here): the bench starts no storing ingest, so the figures (latency, CPU) are those of the
+detection host alone (with its Mosquitto, which then fans each message out to one subscriber
+instead of two, and the test equipment); the balance covers the feed and detection only (its
+storage counts are ``null``). ``python -m bench`` runs both: storage here at seed and 100x, then
+a fresh chain with storage elsewhere at 100x only (under ``storage_elsewhere``; about 1.9 + 1.3
+min on the 2-core development VM). ``--max-busy-fraction`` and ``--max-batch-records`` override
+the detection batching settings (``settings.detection``) to compare them in one session.
+
 ``latency`` figures are of the activations (the alarm that matters); ``clear`` those of the
 clearings. ``to_ingest`` is the alarm's ``time_s`` (the ingest receive time of the latest record
 of the batch that raised it, so an upper bound for the probe reading's) minus the publish wall
 time; ``ingest_to_alarm`` is the arrival wall time minus ``time_s``: the split between the
 broker-to-ingest leg and storage + detection + notification + broker-to-subscriber.
 
-Run with ``python -m bench alarm_latency`` or ``python -m bench.alarm_latency [--samples N]``.
+Run with ``python -m bench alarm_latency`` (both storage layouts) or ``python -m
+bench.alarm_latency [--samples N] [--storage here|elsewhere|both] [--loads seed 100x]``.
 """
 
 from __future__ import annotations
@@ -148,6 +160,15 @@ class Layout(StrEnum):
     SINGLE = "single"  # the former one-process chain, detection on the stored batches
 
 
+class Storage(StrEnum):
+    """Where the storing ingest runs (layout ``processes``)."""
+
+    HERE = "here"  # on this host, beside detection: pipesentinel ingest (both roles)
+    # On another host (pipesentinel ingest --role storage there, --role detection here): the
+    # bench starts no storing ingest, so the figures are those of the detection host alone.
+    ELSEWHERE = "elsewhere"
+
+
 @dataclass(frozen=True)
 class Load:
     """A load level: its total message rate [msg s-1] and its p99 goal [s]."""
@@ -161,6 +182,9 @@ LOADS: Final = (
     Load("seed", SEED_RATE_MSG_PER_S, SEED_GOAL_P99_S),
     Load("100x", HUNDREDFOLD * SEED_RATE_MSG_PER_S, HUNDREDFOLD_GOAL_P99_S),
 )
+# ``python -m bench`` measures storage elsewhere at 100x only: at seed load the detection host is
+# nearly idle either way, and the run stays about a minute shorter.
+ELSEWHERE_LOADS: Final = (LOADS[1],)
 
 # --- run shape -----------------------------------------------------------------------------------
 DEFAULT_SAMPLES: Final = 100  # activations per load
@@ -177,6 +201,16 @@ MICROSECONDS_PER_SECOND: Final = 1e6
 BALANCE_TIMEOUT_S: Final = 600.0  # longest wait for the chain to take every message at the end [s]
 BALANCE_STALL_S: Final = 10.0  # ... and the end of that wait when no count moved for this long [s]
 BALANCE_PROGRESS_KEYS: Final = ("ingest_records_written", "feed_accepted", "detection_records")
+# storage_counters (ingest/workers.py): all 0 with the storing ingest elsewhere.
+STORAGE_COUNTER_KEYS: Final = (
+    "accepted",
+    "rejected",
+    "duplicates",
+    "queue_overflows",
+    "batches_written",
+    "records_written",
+    "unacknowledged",
+)
 BALANCE_POLL_S: Final = 0.1
 PROC_STAT_UTIME: Final = 11  # utime, field 14 of /proc/<pid>/stat counted from field 3 (proc(5))
 PROC_STAT_STIME: Final = 12  # stime, field 15
@@ -839,7 +873,13 @@ class _Child:
 # --- the measured chain --------------------------------------------------------------------------
 
 
-def _settings(broker: MosquittoProcess, directory: Path, site_id: str, layout: Layout) -> Settings:
+def _settings(
+    broker: MosquittoProcess,
+    directory: Path,
+    site_id: str,
+    layout: Layout,
+    detection: dict[str, float | int] | None = None,
+) -> Settings:
     # The single-process baseline as it was: every stored batch a step of its own, no rest.
     baseline = {"max_batch_records": 1, "max_busy_fraction": 1.0}
     return Settings(
@@ -855,7 +895,8 @@ def _settings(broker: MosquittoProcess, directory: Path, site_id: str, layout: L
             "incidents_path": directory / "incidents.sqlite3",
         },
         detection={"camera_analytics": False, "mqtt_client_id": f"detection-{site_id}"}
-        | (baseline if layout is Layout.SINGLE else {}),
+        | (baseline if layout is Layout.SINGLE else {})
+        | (detection or {}),
         notifications={
             "mqtt_client_id": f"notifier-{site_id}",
             "log_path": directory / "notifications.sqlite3",
@@ -870,11 +911,15 @@ class _Chain:
     storage: ServiceProcess | None  # the storing ingest in a child process (None: in-process)
     ingest: IngestService | None  # the storing ingest in this process (single-process layout)
     chain: DetectionChain
+    # Neither of the two: the storing ingest runs on another host (Storage.ELSEWHERE).
 
     def counters(self) -> dict[str, int]:
-        storage = (
-            self.storage.counters() if self.storage is not None else storage_counters(self.ingest)  # type: ignore[arg-type]  # one of the two is set
-        )
+        if self.storage is not None:
+            storage = self.storage.counters()
+        elif self.ingest is not None:
+            storage = storage_counters(self.ingest)
+        else:  # storage elsewhere: nothing stored here, no storing process's CPU time
+            storage = dict.fromkeys(STORAGE_COUNTER_KEYS, 0)
         detection = detection_counters(self.chain)
         return {
             "ingest_accepted": storage["accepted"],
@@ -901,20 +946,26 @@ class _Chain:
 
 @contextlib.contextmanager
 def _chain(
-    broker: MosquittoProcess, site: Site, settings: Settings, *, layout: Layout
+    broker: MosquittoProcess,
+    site: Site,
+    settings: Settings,
+    *,
+    layout: Layout,
+    storage_at: Storage = Storage.HERE,
 ) -> Iterator[_Chain]:
-    """The chain; :attr:`Layout.PROCESSES`: storage in a child process, detection here."""
+    """The chain; :attr:`Layout.PROCESSES`: storage in a child process (or none), detection here."""
     topic_filters = (f"{TOPIC_ROOT}/{site.id}/#",)
     alarm_config = AlarmConfig.defaults_for(site)
     with contextlib.ExitStack() as stack:
         storage: ServiceProcess | None = None
         ingest: IngestService | None = None
         if layout is Layout.PROCESSES:
-            storage = stack.enter_context(
-                ServiceProcess(
-                    Role.STORAGE, settings=settings, site=site, topic_filters=topic_filters
+            if storage_at is Storage.HERE:
+                storage = stack.enter_context(
+                    ServiceProcess(
+                        Role.STORAGE, settings=settings, site=site, topic_filters=topic_filters
+                    )
                 )
-            )
             chain = stack.enter_context(
                 detection_chain(
                     settings=settings,
@@ -958,6 +1009,7 @@ def _load_result(
     broker_cpu_s: float | None,
     probe_period_s: float,
     probes: int,
+    stored_here: bool = True,
 ) -> dict[str, object]:
     samples = measured["samples"]
     activations = [s for s in samples if s["event"] == EVENT_ACTIVATED]
@@ -988,7 +1040,9 @@ def _load_result(
         "probe_rate_msg_per_s": probe_rate,
         "nominal_probe_rate_msg_per_s": probes / probe_period_s,
         "achieved_rate_msg_per_s": background_acked / background_s + probe_rate,
-        "ingest_accepted_rate_msg_per_s": delta["ingest_accepted"] / background_s,
+        "ingest_accepted_rate_msg_per_s": delta["ingest_accepted"] / background_s
+        if stored_here
+        else None,
         "detection_feed_rate_msg_per_s": delta["feed_accepted"] / background_s,
         "measure_s": seconds,
         "latency": latency,
@@ -1017,10 +1071,17 @@ def _load_result(
                 background_cpu_s * MICROSECONDS_PER_SECOND, background_sent
             ),
         },
-        "ingest_mean_batch_records": delta["ingest_accepted"] / max(delta["ingest_batches"], 1),
+        "ingest_mean_batch_records": delta["ingest_accepted"] / max(delta["ingest_batches"], 1)
+        if stored_here
+        else None,
         "detection_mean_batch_records": delta["detection_records"]
         / max(delta["detection_batches"], 1),
-        "keeps_up": min(delta["ingest_accepted"], delta["feed_accepted"]) / background_s
+        "keeps_up": (
+            min(delta["ingest_accepted"], delta["feed_accepted"])
+            if stored_here
+            else delta["feed_accepted"]
+        )
+        / background_s
         >= KEEP_UP_FRACTION * offered_rate,
         "goal_p99_ms": load.goal_p99_s * MILLISECONDS_PER_SECOND,
         "met": p99_ms is not None
@@ -1045,7 +1106,9 @@ def process_cpu_s(pid: int | None) -> float | None:
     return (int(fields[PROC_STAT_UTIME]) + int(fields[PROC_STAT_STIME])) / os.sysconf("SC_CLK_TCK")
 
 
-def _balance(chain: _Chain, *, published: int, timeout_s: float) -> dict[str, object]:
+def _balance(
+    chain: _Chain, *, published: int, timeout_s: float, stored_here: bool = True
+) -> dict[str, object]:
     """Wait until both subscribers have taken all ``published`` messages; the counts then.
 
     Balanced when the storing ingest received every message (accepted + rejected, less the
@@ -1053,7 +1116,8 @@ def _balance(chain: _Chain, *, published: int, timeout_s: float) -> dict[str, ob
     unacknowledged, and the detection feed received every message and detection ran on every
     record the feed accepted; overflows are counted in the rejections (and dead-lettered by the
     storing service), never lost. Waits while the counts move (a backlog is being worked off),
-    at most ``timeout_s`` [s].
+    at most ``timeout_s`` [s]. With ``stored_here`` false (the storing ingest runs on another
+    host, :attr:`Storage.ELSEWHERE`) only the feed is checked and the storage counts are ``None``.
     """
     deadline = time.monotonic() + timeout_s
     progress_s = time.monotonic()
@@ -1067,9 +1131,14 @@ def _balance(chain: _Chain, *, published: int, timeout_s: float) -> dict[str, ob
             counts["feed_accepted"] + counts["feed_rejected"] - counts["feed_duplicates"]
         )
         balanced = (
-            storage_received == published
-            and counts["ingest_records_written"] == counts["ingest_accepted"]
-            and counts["ingest_unacknowledged"] == 0
+            (
+                not stored_here
+                or (
+                    storage_received == published
+                    and counts["ingest_records_written"] == counts["ingest_accepted"]
+                    and counts["ingest_unacknowledged"] == 0
+                )
+            )
             and feed_received == published
             and counts["detection_records"] == counts["feed_accepted"]
         )
@@ -1081,8 +1150,7 @@ def _balance(chain: _Chain, *, published: int, timeout_s: float) -> dict[str, ob
         if balanced or now > deadline or now - progress_s > BALANCE_STALL_S:
             break
         time.sleep(BALANCE_POLL_S)
-    return {
-        "published_acknowledged_by_broker": published,
+    storage: dict[str, int | None] = {
         "storage_received": storage_received,
         "storage_accepted": counts["ingest_accepted"],
         "storage_records_written": counts["ingest_records_written"],
@@ -1090,6 +1158,11 @@ def _balance(chain: _Chain, *, published: int, timeout_s: float) -> dict[str, ob
         "storage_duplicates": counts["ingest_duplicates"],
         "storage_queue_overflows": counts["ingest_queue_overflows"],
         "storage_unacknowledged": counts["ingest_unacknowledged"],
+    }
+    return {
+        "published_acknowledged_by_broker": published,
+        "storage_checked": stored_here,
+        **(storage if stored_here else dict.fromkeys(storage)),
         "feed_received": feed_received,
         "feed_accepted": counts["feed_accepted"],
         "feed_rejected": counts["feed_rejected"],
@@ -1117,9 +1190,12 @@ def _notes(results: dict[str, object]) -> list[str]:
                 f" msg/s (< {OFFERED_FRACTION_MIN:.0%}): not the load asked, reported as not met."
             )
         if isinstance(figures, dict) and not figures["keeps_up"]:
+            accepted = figures["ingest_accepted_rate_msg_per_s"]
+            if accepted is None:  # storage elsewhere: the feed is all there is here
+                accepted = figures["detection_feed_rate_msg_per_s"]
             notes.append(
                 f"{name}: the chain does not keep up (ingest accepted "
-                f"{figures['ingest_accepted_rate_msg_per_s']:.0f} msg/s of "
+                f"{min(accepted, figures['detection_feed_rate_msg_per_s']):.0f} msg/s of "
                 f"{figures['offered_rate_msg_per_s']:.0f} published): a backlog builds in the "
                 "broker and the latency grows with the measurement's duration (see to_ingest)."
             )
@@ -1137,8 +1213,51 @@ def run(
     max_measure_s: float = DEFAULT_MAX_MEASURE_S,
     broker: MosquittoProcess | None = None,
     layout: Layout | str = Layout.PROCESSES,
+    storage: Storage | str | None = None,
+    elsewhere_loads: Sequence[Load] = ELSEWHERE_LOADS,
+    detection: dict[str, float | int] | None = None,
 ) -> dict[str, object]:
-    """Measure the alarm latency at each load; see the module docstring.
+    """Measure the alarm latency; by default (``python -m bench``) with storage here and elsewhere.
+
+    With ``storage`` ``None`` (layout ``processes`` only): the run with the storing ingest here
+    at ``loads``, and under ``"storage_elsewhere"`` a second run (a fresh chain) with it
+    elsewhere at ``elsewhere_loads``. Otherwise one run, in the layout given. The other
+    parameters are those of :func:`run_one`.
+    """
+    options: dict[str, Any] = {
+        "probes": probes,
+        "probe_period_s": probe_period_s,
+        "settle_s": settle_s,
+        "ramp_s": ramp_s,
+        "max_measure_s": max_measure_s,
+        "broker": broker,
+        "layout": layout,
+        "detection": detection,
+    }
+    if storage is not None or Layout(layout) is Layout.SINGLE:
+        return run_one(samples, loads=loads, storage=storage or Storage.HERE, **options)
+    result = run_one(samples, loads=loads, storage=Storage.HERE, **options)
+    result["storage_elsewhere"] = run_one(
+        samples, loads=elsewhere_loads, storage=Storage.ELSEWHERE, **options
+    )
+    return result
+
+
+def run_one(
+    samples: int = DEFAULT_SAMPLES,
+    *,
+    loads: Sequence[Load] = LOADS,
+    probes: int = DEFAULT_PROBES,
+    probe_period_s: float = DEFAULT_PROBE_PERIOD_S,
+    settle_s: float = RESTART_SETTLE_S + SETTLE_MARGIN_S,
+    ramp_s: float = DEFAULT_RAMP_S,
+    max_measure_s: float = DEFAULT_MAX_MEASURE_S,
+    broker: MosquittoProcess | None = None,
+    layout: Layout | str = Layout.PROCESSES,
+    storage: Storage | str = Storage.HERE,
+    detection: dict[str, float | int] | None = None,
+) -> dict[str, object]:
+    """Measure the alarm latency at each load in one layout; see the module docstring.
 
     Parameters
     ----------
@@ -1161,9 +1280,19 @@ def run(
         A running Mosquitto to use; by default one is started and stopped here.
     layout
         The process layout measured (:class:`Layout`).
+    storage
+        Where the storing ingest runs (:class:`Storage`); ``elsewhere``: no storing ingest is
+        started (layout ``processes`` only) and the balance covers the detection feed only.
+    detection
+        Overrides of ``settings.detection`` (e.g. ``max_busy_fraction``), on top of the
+        layout's.
     """
     if samples < 1 or not loads:
         raise ValueError(f"samples must be >= 1 and loads not empty, got {samples}, {loads!r}")
+    storage = Storage(storage)
+    if storage is Storage.ELSEWHERE and Layout(layout) is Layout.SINGLE:
+        raise ValueError("storage elsewhere needs layout 'processes' (single stores in-process)")
+    stored_here = storage is Storage.HERE
     started = time.perf_counter()
     token = uuid.uuid4().hex[:RUN_TOKEN_CHARS]
     site = dataclasses.replace(load_site(SITE_DIR), id=f"bench{token}")
@@ -1180,8 +1309,10 @@ def run(
         )
         if broker is None:
             broker = stack.enter_context(MosquittoProcess())
-        settings = _settings(broker, directory, site.id, Layout(layout))
-        chain = stack.enter_context(_chain(broker, site, settings, layout=Layout(layout)))
+        settings = _settings(broker, directory, site.id, Layout(layout), detection)
+        chain = stack.enter_context(
+            _chain(broker, site, settings, layout=Layout(layout), storage_at=storage)
+        )
         background = _Child(
             "bench-alarm-background",
             _background_main,
@@ -1227,6 +1358,7 @@ def run(
                 else broker_cpu_after_s - broker_cpu_before_s,
                 probe_period_s=probe_period_s,
                 probes=probes,
+                stored_here=stored_here,
             )
         _, other_alarms, probe_published, probe_acknowledged = prober.close()
         closed = background.close()
@@ -1235,6 +1367,7 @@ def run(
             chain,
             published=background_acknowledged + probe_acknowledged,
             timeout_s=BALANCE_TIMEOUT_S,
+            stored_here=stored_here,
         )
         balance["probe_published"] = probe_published
     return {
@@ -1245,6 +1378,7 @@ def run(
         and all(bool(r["met"]) for r in results.values() if isinstance(r, dict)),
         "samples_per_load": samples,
         "layout": Layout(layout).value,
+        "storage": storage.value,
         "probes": probe_ids,
         "probe_alarms": [zone_alarm_id(d.zone, "suspected_leak") for d in probe_detectors],
         "probe_period_s": probe_period_s,
@@ -1288,15 +1422,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--layout", choices=[layout.value for layout in Layout], default=Layout.PROCESSES.value
     )
+    parser.add_argument(
+        "--storage",
+        choices=[*(storage.value for storage in Storage), "both"],
+        default=Storage.HERE.value,
+        help="where the storing ingest runs: here (default), elsewhere (another host: not "
+        "started, the detection host's own figures), both (here, then elsewhere at 100x: what "
+        "python -m bench runs)",
+    )
     parser.add_argument("--loads", nargs="+", choices=[load.name for load in LOADS], default=None)
+    parser.add_argument("--max-busy-fraction", type=float, default=None)
+    parser.add_argument("--max-batch-records", type=int, default=None)
     args = parser.parse_args(argv)
     loads = LOADS if args.loads is None else tuple(x for x in LOADS if x.name in args.loads)
+    detection: dict[str, float | int] = {}
+    if args.max_busy_fraction is not None:
+        detection["max_busy_fraction"] = args.max_busy_fraction
+    if args.max_batch_records is not None:
+        detection["max_batch_records"] = args.max_batch_records
     result = run(
         args.samples,
         loads=loads,
         probes=args.probes,
         probe_period_s=args.probe_period_s,
         layout=args.layout,
+        storage=None if args.storage == "both" else args.storage,
+        elsewhere_loads=loads if args.loads is not None else ELSEWHERE_LOADS,
+        detection=detection or None,
     )
     print(json.dumps(result, indent=2))
     return 0

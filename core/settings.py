@@ -136,7 +136,10 @@ class DetectionSettings(_Section):
     # Adaptive batching: under load the engine rests after each step so that it is busy at most
     # this fraction of the time; its cost is mostly per call (3-4 ms, measured with 20 records a
     # call: 4.7k records per CPU second; 500 a call: 18k), so under load the rest makes the
-    # steps larger and cheaper and leaves the GIL to the feed. 1: never rest (design choice).
+    # steps larger and cheaper and leaves the GIL to the feed. 1: never rest. 0.5 chosen by
+    # bench/alarm_latency.py at 4000 msg/s (2-core VM, 2026-12-03; docs/architecture.md): 0.75
+    # and 1 let the feed fall behind (p99 1.6-2 s); 0.3 saves 10-25 % of detection CPU but
+    # nearly doubles the intake -> alarm p50 (36 -> 64 ms, storage here).
     max_busy_fraction: float = Field(default=0.5, gt=0, le=1)
     # QoS of the detection feed's subscription (pipesentinel.ingest.workers). 1: a persistent
     # MQTT 5 session acknowledged once detection has the batch, so detection also sees what was

@@ -2,8 +2,9 @@
 
 No timing is asserted (benchmarks report figures; tests never assert wall-clock times): only that
 the result has its keys, that latency samples were collected at every load and that the figures
-are consistent with each other. The run waits out the engine's 30 s settling time, so each layout
-(storage and detection processes; the single-process baseline) takes about 45 s.
+are consistent with each other. Each run waits out the engine's 30 s settling time, so each chain
+(storage and detection processes; the same with the storing ingest elsewhere; the single-process
+baseline) takes about 45 s.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ TOP_LEVEL_KEYS = {
     "ramp_s",
     "ingest_settings",
     "layout",
+    "storage",
     "detection_settings",
     "lel_basis",
     "method",
@@ -156,25 +158,45 @@ def test_background_readings_are_valid_quiet_readings(bench_alarm_latency: Modul
 def test_run_reports_every_key_and_collects_samples(
     bench_alarm_latency: ModuleType, mosquitto: MosquittoProcess, layout: str
 ) -> None:
-    loads = (
-        bench_alarm_latency.Load("seed", 40.0, 0.05),
-        bench_alarm_latency.Load("10x", 400.0, 0.25),
-    )
+    # Layout 'processes' with storage=None is what python -m bench runs: storage here at every
+    # load, then a fresh chain with the storing ingest elsewhere (not started) at the 10x load.
+    seed = bench_alarm_latency.Load("seed", 40.0, 0.05)
+    tenfold = bench_alarm_latency.Load("10x", 400.0, 0.25)
     result = bench_alarm_latency.run(
         SAMPLES,
-        loads=loads,
+        loads=(seed, tenfold),
         probes=PROBES,
         ramp_s=0.5,
         max_measure_s=60.0,
         broker=mosquitto,
         layout=layout,
+        elsewhere_loads=(tenfold,),
     )
     json.dumps(result)  # serialisable as the runner writes it
-    assert set(result) == TOP_LEVEL_KEYS
-    assert set(result["loads"]) == {"seed", "10x"}
+    if layout == "single":
+        assert set(result) == TOP_LEVEL_KEYS
+        _check_run(result, layout="single", storage="here", loads={"seed", "10x"})
+    else:
+        assert set(result) == TOP_LEVEL_KEYS | {"storage_elsewhere"}
+        _check_run(result, layout="processes", storage="here", loads={"seed", "10x"})
+        elsewhere = result["storage_elsewhere"]
+        assert set(elsewhere) == TOP_LEVEL_KEYS
+        _check_run(elsewhere, layout="processes", storage="elsewhere", loads={"10x"})
+
+
+def test_storage_elsewhere_needs_the_processes_layout(bench_alarm_latency: ModuleType) -> None:
+    with pytest.raises(ValueError, match="elsewhere"):
+        bench_alarm_latency.run(1, layout="single", storage="elsewhere")
+
+
+def _check_run(result: dict[str, Any], *, layout: str, storage: str, loads: set[str]) -> None:
+    """The keys and the consistency of the figures of one run of the benchmark."""
+    stored_here = storage == "here"
+    assert set(result["loads"]) == loads
     assert result["probe_alarms"] == ["zone.P1-S1.suspected_leak", "zone.P1-S2.suspected_leak"]
     assert result["background_publish_failures"] == 0
     assert result["layout"] == layout
+    assert result["storage"] == storage
     for figures in result["loads"].values():
         assert set(figures) == LOAD_KEYS
         for key in ("latency", "clear", "to_ingest", "ingest_to_alarm"):
@@ -191,6 +213,8 @@ def test_run_reports_every_key_and_collects_samples(
             "detection_errors": 0,
         }
         assert figures["achieved_rate_msg_per_s"] > 0
+        assert (figures["ingest_accepted_rate_msg_per_s"] is None) is not stored_here
+        assert (figures["ingest_mean_batch_records"] is None) is not stored_here
         assert figures["offered_short"] is (figures["offered_fraction_of_target"] < 0.95)
         assert figures["met"] is (
             latency["p99_ms"] < figures["goal_p99_ms"] and not figures["offered_short"]
@@ -199,15 +223,23 @@ def test_run_reports_every_key_and_collects_samples(
         assert set(cpu) == {"storage_process", "detection_process", "broker", "load_generator"}
         assert cpu["detection_process"] > 0
         assert cpu["load_generator"] > 0
-        assert (cpu["storage_process"] is None) is (layout == "single")
-    # Nothing lost: every message the broker acknowledged was received, stored and detected.
+        # No storing process's CPU: in-process (single) or on another host (elsewhere).
+        assert (cpu["storage_process"] is None) is (layout == "single" or not stored_here)
+    # Nothing lost: every message the broker acknowledged was received (and stored, when the
+    # storing ingest runs here) and detected.
     balance = result["balance"]
     assert balance["balanced"], balance
+    assert balance["storage_checked"] is stored_here
     published = balance["published_acknowledged_by_broker"]
     assert published == result["background_acknowledged"] + balance["probe_published"]
-    assert balance["storage_received"] == balance["feed_received"] == published
-    assert balance["storage_records_written"] == balance["storage_accepted"]
+    assert balance["feed_received"] == published
     assert balance["detection_records"] == balance["feed_accepted"]
+    if stored_here:
+        assert balance["storage_received"] == published
+        assert balance["storage_records_written"] == balance["storage_accepted"]
+    else:
+        assert balance["storage_received"] is None
+        assert balance["storage_records_written"] is None
     assert result["met"] is (
         balance["balanced"] and all(figures["met"] for figures in result["loads"].values())
     )
