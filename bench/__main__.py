@@ -4,9 +4,9 @@ Each benchmark module has ``run() -> dict`` that measures the product against a 
 same process run and reports ratios (these machines are shared and noisy: absolute times are
 context, the ratios are the result). The combined JSON is printed and written to
 ``bench/results/<UTC time>.json``, with each benchmark's wall time in ``elapsed_s`` (all eight
-take about four minutes on the 2-core development VM: alarm latency ~3 min (both layouts), scene ~30 s,
-ingest ~23 s, thresholds ~14 s, camera ~13 s, response ~15 s, localisation ~5 s, dispersion
-under 1 s).
+take about five minutes on the 2-core development VM: alarm latency ~3 min (both layouts),
+scene ~30 s, ingest ~23 s, thresholds ~14 s, camera ~13 s, response ~15 s, localisation ~5 s,
+dispersion under 1 s).
 """
 
 from __future__ import annotations
