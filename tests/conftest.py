@@ -14,13 +14,17 @@ marked ``services`` automatically.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from pipesentinel.hardware.testbed import (
     InfluxdProcess,
@@ -175,3 +179,62 @@ def live_settings(mosquitto: MosquittoProcess, tmp_path: Path, unique_site_id: s
         },
         api={"tokens_path": tmp_path / "tokens.json", "audit_path": tmp_path / "audit.sqlite3"},
     )
+
+
+ALARM_WAIT_S = 60.0  # deadline of a wait for an alarm state, never asserted as a duration
+
+
+class AlarmWatcher:
+    """Subscribes to alarm topics (a filter) and keeps the latest payload per topic."""
+
+    def __init__(self, broker: MosquittoProcess, filter_: str) -> None:
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.changed = threading.Condition()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(filter_, qos=1)
+        self.client.loop_start()
+        self._closed = False
+
+    def _on_message(
+        self,
+        client: mqtt.Client,  # noqa: ARG002 - paho's callback signature
+        userdata: Any,  # noqa: ARG002 - paho's callback signature
+        message: mqtt.MQTTMessage,
+    ) -> None:
+        with self.changed:
+            self.latest[message.topic] = json.loads(message.payload)
+            self.changed.notify_all()
+
+    def wait(self, topic: str, state: str) -> dict[str, Any]:
+        """The payload of ``topic`` once its ``state`` is ``state`` (the test fails otherwise)."""
+        with self.changed:
+            if not self.changed.wait_for(
+                lambda: self.latest.get(topic, {}).get("state") == state, ALARM_WAIT_S
+            ):
+                pytest.fail(f"{topic} never reached {state!r}; last {self.latest.get(topic)}")
+            return self.latest[topic]
+
+    def close(self) -> None:
+        """Disconnect (again: nothing)."""
+        if not self._closed:
+            self._closed = True
+            self.client.disconnect()
+            self.client.loop_stop()
+
+
+@pytest.fixture
+def alarm_watcher(mosquitto: MosquittoProcess) -> Iterator[Callable[[str], AlarmWatcher]]:
+    """Make watchers of alarm topics on the session's Mosquitto; all closed at the end."""
+    made: list[AlarmWatcher] = []
+
+    def make(filter_: str) -> AlarmWatcher:
+        made.append(AlarmWatcher(mosquitto, filter_))
+        return made[-1]
+
+    yield make
+    for watcher in made:
+        watcher.close()

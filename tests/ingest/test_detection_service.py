@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -26,48 +25,12 @@ from pipesentinel.settings import Settings
 from pipesentinel.site import Site
 from pipesentinel.site_loader import load_site
 
+if TYPE_CHECKING:
+    from conftest import AlarmWatcher
+
 SITE_DIR = Path(__file__).resolve().parents[2] / "sites" / "wanli"
 WAIT_S = 30.0  # deadline of a wait, never asserted as a duration
 METHANE_PPM = 15_000.0  # 34 %LEL on the IEC 60079-20-1 basis (LEL 4.4 %vol): above LOW (20 %)
-
-
-class Watcher:
-    """Subscribes to the site's alarm topics and keeps the latest payload per topic."""
-
-    def __init__(self, broker: MosquittoProcess, filter_: str) -> None:
-        self.latest: dict[str, dict[str, Any]] = {}
-        self.changed = threading.Condition()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
-        )
-        self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
-        self.client.subscribe(filter_, qos=1)
-        self.client.loop_start()
-
-    def _on_message(
-        self,
-        client: mqtt.Client,  # noqa: ARG002 - paho's callback signature
-        userdata: Any,  # noqa: ARG002 - paho's callback signature
-        message: mqtt.MQTTMessage,
-    ) -> None:
-        with self.changed:
-            self.latest[message.topic] = json.loads(message.payload)
-            self.changed.notify_all()
-
-    def wait(self, topic: str, state: str) -> dict[str, Any]:
-        deadline = time.monotonic() + WAIT_S
-        with self.changed:
-            while self.latest.get(topic, {}).get("state") != state:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    pytest.fail(f"{topic} never reached {state!r}; last {self.latest.get(topic)}")
-                self.changed.wait(remaining)
-            return self.latest[topic]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture
@@ -137,11 +100,14 @@ def _publish_gas(device: mqtt.Client, topic: str, *, readings: int) -> None:
 
 
 def test_gas_on_one_detector_raises_a_suspected_leak_on_mqtt_and_an_ack_is_published(
-    mosquitto: MosquittoProcess, site: Site, chain: tuple[Settings, DetectionService]
+    mosquitto: MosquittoProcess,
+    site: Site,
+    chain: tuple[Settings, DetectionService],
+    alarm_watcher: Callable[[str], AlarmWatcher],
 ) -> None:
     _, detection = chain
     prefix = f"{TOPIC_ROOT}/{site.id}"
-    watcher = Watcher(mosquitto, f"{prefix}/alarms/#")
+    watcher = alarm_watcher(f"{prefix}/alarms/#")
     device = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
     )
@@ -161,7 +127,7 @@ def test_gas_on_one_detector_raises_a_suspected_leak_on_mqtt_and_an_ack_is_publi
         device.loop_stop()
         watcher.close()
     # A console connecting now gets the current state at once (retained).
-    late = Watcher(mosquitto, f"{prefix}/alarms/zone.P1-S3.suspected_leak")
+    late = alarm_watcher(f"{prefix}/alarms/zone.P1-S3.suspected_leak")
     try:
         assert late.wait(f"{prefix}/alarms/zone.P1-S3.suspected_leak", "acked")["alarm_id"] == (
             "zone.P1-S3.suspected_leak"
@@ -228,11 +194,14 @@ def test_batches_queued_while_detection_is_busy_run_together_up_to_the_limit(
 
 
 def test_duty_officer_confirms_a_suspected_zone(
-    mosquitto: MosquittoProcess, site: Site, chain: tuple[Settings, DetectionService]
+    mosquitto: MosquittoProcess,
+    site: Site,
+    chain: tuple[Settings, DetectionService],
+    alarm_watcher: Callable[[str], AlarmWatcher],
 ) -> None:
     _, detection = chain
     prefix = f"{TOPIC_ROOT}/{site.id}"
-    watcher = Watcher(mosquitto, f"{prefix}/alarms/#")
+    watcher = alarm_watcher(f"{prefix}/alarms/#")
     device = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -32,46 +32,14 @@ from pipesentinel.settings import Settings
 from pipesentinel.site import Site
 from pipesentinel.site_loader import load_site
 
+if TYPE_CHECKING:
+    from conftest import AlarmWatcher
+
 SITE_DIR = Path(__file__).resolve().parents[2] / "sites" / "wanli"
 WAIT_S = 60.0  # deadline of a wait (a child process starts a fresh interpreter), never asserted
 POLL_S = 0.05
 METHANE_PPM = 15_000.0  # 34 %LEL on the IEC 60079-20-1 basis (LEL 4.4 %vol): above LOW (20 %)
 READINGS = 5  # one detector, 1.1 s apart: the 1 s on-delay is complete after the second
-
-
-class AlarmWatcher:
-    """Waits for one retained alarm topic to reach a state."""
-
-    def __init__(self, broker: MosquittoProcess, topic: str) -> None:
-        self.latest: dict[str, Any] = {}
-        self.changed = threading.Condition()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
-        )
-        self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
-        self.client.subscribe(topic, qos=1)
-        self.client.loop_start()
-
-    def _on_message(
-        self,
-        client: mqtt.Client,  # noqa: ARG002 - paho's callback signature
-        userdata: Any,  # noqa: ARG002 - paho's callback signature
-        message: mqtt.MQTTMessage,
-    ) -> None:
-        with self.changed:
-            self.latest = json.loads(message.payload)
-            self.changed.notify_all()
-
-    def wait(self, state: str) -> dict[str, Any]:
-        with self.changed:
-            if not self.changed.wait_for(lambda: self.latest.get("state") == state, WAIT_S):
-                pytest.fail(f"the alarm never reached {state!r}; last {self.latest}")
-            return self.latest
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def _wait_counters(process: ServiceProcess, name: str, value: int) -> dict[str, int]:
@@ -102,13 +70,16 @@ def test_a_qos_0_feed_speaks_mqtt_311_unless_told_otherwise() -> None:
 
 
 def test_storage_process_stores_and_detection_alarms_from_the_same_messages(
-    mosquitto: MosquittoProcess, live_settings: Settings, unique_site_id: str
+    mosquitto: MosquittoProcess,
+    live_settings: Settings,
+    unique_site_id: str,
+    alarm_watcher: Callable[[str], AlarmWatcher],
 ) -> None:
     site: Site = dataclasses.replace(load_site(SITE_DIR), id=unique_site_id)
     settings = live_settings
     prefix = f"{TOPIC_ROOT}/{site.id}"
     alarm_topic = f"{prefix}/alarms/zone.P1-S3.suspected_leak"
-    watcher = AlarmWatcher(mosquitto, alarm_topic)
+    watcher = alarm_watcher(alarm_topic)
     device = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
     )
@@ -143,7 +114,7 @@ def test_storage_process_stores_and_detection_alarms_from_the_same_messages(
                     f"{prefix}/gas/GD07", json.dumps(body).encode(), qos=1
                 ).wait_for_publish(WAIT_S)
                 time.sleep(1.1)  # the 1 s on-delay needs two readings at least 1 s apart
-            alarm = watcher.wait("unack")
+            alarm = watcher.wait(alarm_topic, "unack")
             assert alarm["priority"] == "high"
             counters = _wait_counters(storage, "records_written", READINGS)
             assert counters["accepted"] == READINGS
