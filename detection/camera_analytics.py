@@ -1340,15 +1340,20 @@ def _intervals(chainage_m: FloatArray, inside: BoolArray) -> tuple[tuple[float, 
     )
 
 
-def _segment_distance_m(points_m: FloatArray, start_m: FloatArray, end_m: FloatArray) -> FloatArray:
-    """Horizontal distance from points (n, 2) to the segment start-end (2,) [m]."""
-    step = end_m - start_m
-    length_sq = float(step @ step)
-    if length_sq == 0.0:
-        return np.asarray(np.hypot(*(points_m - start_m).T), dtype=np.float64)
-    fraction = np.clip((points_m - start_m) @ step / length_sq, 0.0, 1.0)
-    nearest = start_m + fraction[:, np.newaxis] * step
-    return np.asarray(np.hypot(*(points_m - nearest).T), dtype=np.float64)
+def segment_distance_m(points_m: FloatArray, start_m: FloatArray, end_m: FloatArray) -> FloatArray:
+    """Horizontal distance of each point (n, 2) to each segment (m, 2)-(m, 2): (n, m) [m].
+
+    A segment whose ends coincide is a point.
+    """
+    step = end_m - start_m  # (m, 2)
+    length_sq = np.sum(step * step, axis=1)  # (m,)
+    offset = points_m[:, np.newaxis, :] - start_m[np.newaxis, :, :]  # (n, m, 2)
+    along = np.sum(offset * step[np.newaxis, :, :], axis=2)
+    fraction = np.clip(
+        np.divide(along, length_sq, out=np.zeros_like(along), where=length_sq > 0), 0.0, 1.0
+    )
+    away = offset - fraction[:, :, np.newaxis] * step[np.newaxis, :, :]
+    return np.asarray(np.hypot(away[..., 0], away[..., 1]), dtype=np.float64)
 
 
 def camera_coverage(
@@ -1406,7 +1411,10 @@ def camera_coverage(
         projection = project_points(pose, np.column_stack([points, np.zeros(count)]))
         near = np.hypot(*(points - pole).T) <= reach
         visible = projection.visible & near
-        beam = _segment_distance_m(points, track_start, track_end) <= right_of_way_half_width_m
+        beam = (
+            segment_distance_m(points, track_start[np.newaxis], track_end[np.newaxis])[:, 0]
+            <= right_of_way_half_width_m
+        )
         if np.any(visible):
             in_view[pipeline.id] = _intervals(chainage, visible)
             seen_points.append(points[visible])
@@ -1438,7 +1446,10 @@ def camera_coverage(
         if np.any(head_visible) or near_seen or zone in zones_in_view:
             zones.append(zone)
         if (
-            np.any(_segment_distance_m(heads, track_start, track_end) <= zone_radius_m)
+            np.any(
+                segment_distance_m(heads, track_start[np.newaxis], track_end[np.newaxis])[:, 0]
+                <= zone_radius_m
+            )
             or zone in zones_on_beam
         ):
             laser_zones.append(zone)

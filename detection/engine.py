@@ -50,6 +50,7 @@ from pipesentinel.detection.camera_analytics import (
     CameraDetection,
     DetectionKind,
     SiteCameraAnalytics,
+    segment_distance_m,
     site_camera_coverage,
 )
 from pipesentinel.detection.gases import PERCENT, LelBasis, mole_fraction_to_percent_lel
@@ -670,7 +671,7 @@ class DetectionEngine:
         """Per detector: a camera's gas sighting within CAMERA_CLOUD_DISTANCE_M of it."""
         if sightings is None or sightings.shape[0] == 0:
             return np.zeros(len(self.site.gas_detectors), dtype=np.bool_)
-        distance_m = point_segment_distance_m(
+        distance_m = segment_distance_m(
             self._detector_positions_m, sightings[:, 0, :], sightings[:, 1, :]
         )
         near: BoolArray = np.any(distance_m <= CAMERA_CLOUD_DISTANCE_M, axis=1)
@@ -950,17 +951,3 @@ def incident_notification(incident: Incident) -> dict[str, Any]:
     body["event_id"] = f"{incident.id}:v{incident.version}"
     body["time_s"] = incident.updated_time_s
     return body
-
-
-def point_segment_distance_m(
-    points_m: FloatArray, start_m: FloatArray, end_m: FloatArray
-) -> FloatArray:
-    """Horizontal distance of each point (n, 2) to each segment (m, 2)-(m, 2): (n, m) [m]."""
-    direction = end_m - start_m  # (m, 2)
-    length2 = np.sum(direction * direction, axis=1)  # (m,)
-    offset = points_m[:, np.newaxis, :] - start_m[np.newaxis, :, :]  # (n, m, 2)
-    along = np.sum(offset * direction[np.newaxis, :, :], axis=2)
-    fraction = np.clip(np.divide(along, length2, out=np.zeros_like(along), where=length2 > 0), 0, 1)
-    nearest = start_m[np.newaxis, :, :] + fraction[:, :, np.newaxis] * direction[np.newaxis, :, :]
-    distance: FloatArray = np.linalg.norm(points_m[:, np.newaxis, :] - nearest, axis=2)
-    return distance

@@ -36,6 +36,7 @@ from pipesentinel.detection.camera_analytics import (
     ground_contacts,
     laser_threshold_mole_fraction_m,
     robust_offset_and_noise,
+    segment_distance_m,
     site_camera_coverage,
     update_background,
 )
@@ -613,3 +614,13 @@ def test_a_camera_watching_a_segment_covers_its_zone(site: Site) -> None:
             for start, end in intervals:
                 segment = pipeline.segment_at_chainage(0.5 * (start + end)).id
                 assert segment in coverage.zones
+
+
+def test_segment_distance() -> None:
+    points = np.array([[0.0, 5.0], [-3.0, 4.0], [12.0, 0.0]])
+    start = np.array([[0.0, 0.0], [1.0, 1.0]])
+    end = np.array([[10.0, 0.0], [1.0, 1.0]])  # the second segment is a point
+    distance = segment_distance_m(points, start, end)
+    assert distance.shape == (3, 2)
+    np.testing.assert_allclose(distance[:, 0], [5.0, 5.0, 2.0])
+    np.testing.assert_allclose(distance[:, 1], [math.hypot(1, 4), 5.0, math.hypot(11, 1)])

@@ -18,7 +18,6 @@ from pipesentinel.detection.engine import (
     DetectionEngine,
     EngineOutput,
     alarm_notification,
-    point_segment_distance_m,
 )
 from pipesentinel.detection.gases import DEFAULT_LEL_BASIS
 from pipesentinel.detection.incidents import Incident, IncidentError
@@ -355,15 +354,6 @@ def test_high_plus_camera_gas_on_the_same_cloud_next_door_confirms() -> None:
     assert "GD05.methane.high" in far_active
     assert "zone.P1-S2.confirmed_leak" not in far_active
     assert far_incidents == {}
-
-
-def test_point_segment_distance() -> None:
-    points = np.array([[0.0, 5.0], [-3.0, 4.0], [12.0, 0.0]])
-    start = np.array([[0.0, 0.0], [1.0, 1.0]])
-    end = np.array([[10.0, 0.0], [1.0, 1.0]])  # the second segment is a point
-    distance = point_segment_distance_m(points, start, end)
-    np.testing.assert_allclose(distance[:, 0], [5.0, 5.0, 2.0])
-    np.testing.assert_allclose(distance[:, 1], [math.hypot(1, 4), 5.0, math.hypot(11, 1)])
 
 
 def test_incident_keeps_the_evidence_seen_before_it_opened() -> None:
